@@ -1,0 +1,40 @@
+# make train : create .venv if needed, then train cnn_lstm on the embedded synthetic data and test it
+# make test  : create .venv if needed, then run the default test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: venv train eval test test-all lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m ecg_lab.train $(ARGS)
+
+eval: $(STAMP)
+	$(PY) -m ecg_lab.eval $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ecg_lab tests bench
+
+bench: $(STAMP)
+	$(PY) bench/preprocess.py
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) .cache outputs multirun

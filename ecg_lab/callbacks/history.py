@@ -1,0 +1,52 @@
+"""Per-epoch metric history, written as CSV and drawn as training curves at the end of fit."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from ecg_lab.reports import plot_training_curves
+
+
+class MetricsHistory(Callback):
+    """Collects epoch-level scalars (train and val) whatever logger is used."""
+
+    def __init__(self, output_dir: str | Path, curves: tuple[str, ...] = ("loss", "f1")) -> None:
+        self.output_dir = Path(output_dir)
+        self.curves = curves
+        self.rows: list[dict[str, float]] = []
+        self._batches = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batches = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self._batches += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a resumed run replays the end of the epoch it stopped in: no batch ran, nothing to record
+        if trainer.sanity_checking or trainer.global_rank != 0 or self._batches == 0:
+            return
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        row |= {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and "/" in k}
+        self.rows.append(row)
+        self.write()
+
+    def write(self) -> Path:
+        """Write ``metrics_history.csv`` (one row per epoch)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "metrics_history.csv"
+        keys = sorted({k for r in self.rows for k in r} - {"epoch", "step"})
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", *keys])
+            for r in self.rows:
+                w.writerow([int(r["epoch"]), int(r["step"]), *(r.get(k, "") for k in keys)])
+        return path
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.rows and trainer.global_rank == 0:
+            plot_training_curves(self.rows, self.output_dir / "training_curves.png", self.curves)

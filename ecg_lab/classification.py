@@ -1,0 +1,160 @@
+"""LightningModule for window classification: batches → model → metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ecg_lab.losses import WeightedCrossEntropy
+from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
+from ecg_lab.models.crnn import count_parameters
+
+log = logging.getLogger(__name__)
+
+
+class ECGClassifier(pl.LightningModule):
+    """Trains ``net`` with ``loss``; logs weighted F1, AUROC, accuracy, per-class sensitivity and
+    specificity at window level, and the Challenge's F1 at recording level."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: nn.Module | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        classes: Sequence[str] = ("N", "A", "O", "~"),
+        monitor: str = "val/f1",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        classes = [str(c) for c in classes]  # plain types only, so checkpoints load with weights_only
+        # optimizer/scheduler partials stay out of hparams: checkpoints hold plain data only
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.net = net
+        self.loss = loss if loss is not None else WeightedCrossEntropy("none", len(classes))
+        self.classes = tuple(classes)
+        k = len(self.classes)
+        self.train_metrics = window_metrics(k, full=False).clone(prefix="train/")
+        self.val_metrics = window_metrics(k).clone(prefix="val/")
+        self.test_metrics = window_metrics(k).clone(prefix="test/")
+        self._outputs: dict[str, list[torch.Tensor]] = {}
+        self.n_params = count_parameters(net)
+        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and dm is not None and hasattr(self.loss, "set_class_weights"):
+            weights = dm.class_weights()
+            self.loss.set_class_weights(weights)
+            log.info(
+                "class weights (inverse frequency of training windows): %s",
+                {c: round(float(w), 3) for c, w in zip(self.classes, weights, strict=True)},
+            )
+            for lg in self.loggers:
+                lg.log_hyperparams(
+                    {f"class_weight/{c}": float(w) for c, w in zip(self.classes, weights, strict=True)}
+                )
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor},
+        }
+
+    # -- steps -------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.train_metrics(logits.detach(), y)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, ...]) -> None:
+        x, y, rec = batch
+        logits = self(x)
+        self.log(
+            f"{stage}/loss",
+            self.loss(logits, y),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
+        probs = torch.softmax(logits.float(), dim=1)
+        getattr(self, f"{stage}_metrics").update(probs, y)
+        self._outputs.setdefault(stage, []).append(
+            torch.cat([probs, y[:, None].float(), rec[:, None].float()], 1)
+        )
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, Any]:
+        metrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute()
+        metrics.reset()
+        results: dict[str, Any] = {}
+        for name, value in values.items():
+            short = name.split("/", 1)[1]
+            if short == "confmat":
+                results["confusion_matrix"] = value.cpu().long().tolist()
+            elif value.ndim == 1:
+                for c, v in zip(self.classes, value.cpu().tolist(), strict=True):
+                    results[f"{short}_{c}"] = v
+            else:
+                results[short] = float(value)
+        results.update(self._recording_scores(stage))
+        scalars = {f"{stage}/{k}": v for k, v in results.items() if isinstance(v, float)}
+        self.log_dict(scalars, sync_dist=True)
+        return results
+
+    def _recording_scores(self, stage: str) -> dict[str, Any]:
+        """Recording prediction = mean of its windows' probabilities; the Challenge's F1 over them."""
+        chunks = self._outputs.pop(stage, [])
+        if not chunks:
+            return {}
+        out = self.all_gather(torch.cat(chunks)).reshape(-1, len(self.classes) + 2)
+        k = len(self.classes)
+        rec_probs, rec_targets = record_probabilities(out[:, :k], out[:, k].long(), out[:, k + 1].long())
+        cm = confusion_matrix(rec_targets.cpu().numpy(), rec_probs.argmax(1).cpu().numpy(), k)
+        scores = official_f1(cm, self.classes)
+        return {**scores, "record_confusion_matrix": cm.tolist(), "n_records": int(len(rec_targets))}
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        results = self._eval_epoch_end("test")
+        results["n_windows"] = int(np.sum(results["confusion_matrix"]))
+        self.test_results = {"classes": list(self.classes), "n_params": self.n_params, **results}
+
+    # -- checkpoints carry the config --------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ecg_lab"] = {
+            "config": self.run_config,
+            "classes": list(self.classes),
+            "n_params": self.n_params,
+        }

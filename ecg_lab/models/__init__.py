@@ -1,0 +1,1 @@
+"""Networks: plain ``nn.Module`` classes that need only torch."""

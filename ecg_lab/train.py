@@ -1,0 +1,83 @@
+"""Train and test a model: ``python -m ecg_lab.train [overrides]`` (Hydra app, config ``conf/train.yaml``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from ecg_lab.reports import write_test_report
+from ecg_lab.runtime import CONFIG_DIR, instantiate_list, task_wrapper, to_container
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """Data and model from config; the model carries the resolved config for its checkpoints."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
+    model.run_config = to_container(cfg)
+    return datamodule, model
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; writes the run's reports; returns the metrics."""
+    t0 = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, model = build(cfg)
+    datamodule.prepare_data()  # generate/preprocess before loggers start (wandb must not be forked)
+    print(
+        f"model {cfg.model.net._target_.rsplit('.', 1)[-1]} "
+        f"({cfg.get('model_name', '')}): {model.n_params:,} parameters",
+        flush=True,
+    )
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams({**to_container(cfg), "n_params": model.n_params})
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint (e.g. fast_dev_run); testing the current weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        write_test_report(
+            model.test_results,
+            output_dir,
+            extra={
+                "task_name": cfg.task_name,
+                "model_name": cfg.get("model_name"),
+                "data": cfg.data.get("name"),
+                "seed": cfg.seed,
+                "ckpt_path": best or None,
+                "epochs": trainer.current_epoch,
+                "wall_time_s": round(time.perf_counter() - t0, 2),
+            },
+        )
+        metrics.update({f"test/{k}": v for k, v in model.test_results.items() if isinstance(v, float)})
+        log.info("test metrics written to %s", output_dir / "test_metrics.json")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the optimised metric for sweepers."""
+    metrics = train(cfg)
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Writing small datasets in the PhysioNet 2017 layout, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+
+def write_record(
+    folder: Path, record_id: str, counts: np.ndarray, fs: int = 300, n_header: int | None = None
+) -> None:
+    """Write ``record_id.mat`` (MATLAB v4, ``val``) and ``record_id.hea`` like the official files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(folder / f"{record_id}.mat", {"val": counts[None, :]}, format="4")
+    n = counts.size if n_header is None else n_header
+    (folder / f"{record_id}.hea").write_text(
+        f"{record_id} 1 {fs} {n} 11:05:25 1/05/2000 \n{record_id}.mat 16+24 1000/mV 16 0 0 0 0 ECG \n"
+    )
+
+
+def ecg_like(n: int, fs: int = 300, seed: int = 0) -> np.ndarray:
+    """A crude ECG-like int16 trace (spikes at ~70 bpm plus noise), 1000 counts per mV."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fs
+    sig = np.exp(-(((t % 0.85) - 0.4) ** 2) / (2 * 0.01**2)) + 0.05 * rng.standard_normal(n)
+    return (sig * 1000).astype(np.int16)
+
+
+def write_dataset(
+    folder: Path, labels: dict[str, str], n: int = 4500, fs: int = 300, reference: str | None = None
+) -> Path:
+    """A small dataset: one ECG-like record per ``labels`` entry, REFERENCE.csv and RECORDS."""
+    for i, rid in enumerate(labels):
+        write_record(folder, rid, ecg_like(n, fs, seed=i), fs)
+    text = reference if reference is not None else "".join(f"{r},{lab}\n" for r, lab in labels.items())
+    (folder / "REFERENCE.csv").write_text(text)
+    (folder / "RECORDS").write_text("".join(f"{r}\n" for r in labels))
+    return folder

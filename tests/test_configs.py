@@ -1,0 +1,84 @@
+"""Every config composes, and every node of it instantiates through ``_target_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+from omegaconf import DictConfig
+
+from ecg_lab.runtime import instantiate_list
+from tests.conftest import REPO, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+def test_groups_hold_what_the_issue_lists() -> None:
+    assert set(options("data")) >= {"synthetic", "physionet2017"}
+    assert set(options("trainer")) >= {"default", "cpu", "gpu", "mps"}
+    assert set(options("logger")) >= {"csv", "wandb", "tensorboard", "many"}
+    assert set(options("debug")) >= {"fdr", "limit", "overfit"}
+    assert {"cnn_lstm"} <= set(options("model")) and {"weighted_ce"} <= set(options("loss"))
+
+
+def test_train_defaults_are_the_specs(tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config("train", [], tmp_path, cache_dir)
+    assert cfg.model.optimizer.lr == 1e-4 and cfg.model.optimizer.weight_decay == 1e-4
+    assert cfg.model.optimizer._partial_ is True
+    assert cfg.data.batch_size == 64 and cfg.trainer.gradient_clip_val == 1.0 and cfg.trainer.max_epochs == 50
+    assert cfg.callbacks.early_stopping.patience == 10
+    assert cfg.callbacks.early_stopping.monitor == cfg.model.monitor == cfg.callbacks.model_checkpoint.monitor
+    assert cfg.data.preprocess.window == 1500 and cfg.data.preprocess.stride == 750
+    assert list(cfg.data.split_fractions) == [0.7, 0.15, 0.15]
+    assert set(cfg) >= {"seed", "task_name", "tags", "ckpt_path"}
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_data_model_loss_instantiate(data: str, model: str, tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config("train", [f"data={data}", f"model={model}"], tmp_path, cache_dir)
+    dm = hydra.utils.instantiate(cfg.data)  # constructing does not touch the data yet
+    assert dm.classes == ("N", "A", "O", "~")
+    module = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
+    assert module.n_params > 0
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_loggers_and_callbacks_instantiate(logger: str, tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config("train", [f"logger={logger}"], tmp_path, cache_dir)
+    assert instantiate_list(cfg.logger)
+    names = {type(c).__name__ for c in instantiate_list(cfg.callbacks)}
+    assert {"ModelCheckpoint", "EarlyStopping", "MetricsHistory"} <= names
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+@pytest.mark.parametrize("debug", [None, *options("debug")])
+def test_trainer_and_debug_compose(trainer: str, debug: str | None, tmp_path: Path, cache_dir: Path) -> None:
+    overrides = [f"trainer={trainer}"] + ([f"debug={debug}"] if debug else [])
+    cfg = compose_config("train", overrides, tmp_path, cache_dir)
+    assert isinstance(cfg.trainer, DictConfig) and cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if trainer in ("default", "cpu") or debug:  # gpu/mps need the hardware to instantiate
+        cfg.trainer.accelerator = "cpu"
+        trainer_obj = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+        assert trainer_obj.gradient_clip_val == 1.0
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose(experiment: str, tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config("train", [f"experiment={experiment}"], tmp_path, cache_dir)
+    hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
+
+
+def test_eval_config_composes(tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config(
+        "eval", ["ckpt_path=x.ckpt", "data=physionet2017", "data.split=all"], tmp_path, cache_dir
+    )
+    assert cfg.data.split == "all" and cfg.get("model") is None and cfg.task_name == "eval"
+
+
+def test_hydra_run_and_sweep_dirs_carry_microseconds() -> None:
+    text = (REPO / "conf" / "hydra" / "default.yaml").read_text()
+    assert "%H-%M-%S-%f" in text and "${hydra.job.num}_${hydra.job.override_dirname}" in text
