@@ -1,0 +1,1 @@
+"""Data pipeline: files → records → windows → batches."""

@@ -1,0 +1,145 @@
+"""Reader for the PhysioNet/CinC Challenge 2017 layout: ``REFERENCE.csv`` + ``AXXXXX.{mat,hea}``.
+
+Signals are MATLAB v4 files holding ``val`` (int16 counts); the WFDB header gives the sampling
+rate, the sample count, the gain (counts per mV) and the baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from ecg_lab.data.records import BadRecordError, DatasetNotFoundError, Record, SkippedRecord
+
+log = logging.getLogger(__name__)
+
+CLASSES: tuple[str, ...] = ("N", "A", "O", "~")
+DOWNLOAD_HINT = (
+    "Download it with `python -m ecg_lab.data.download physionet2017 --root {root}` "
+    "or point `data.root` (or the ECG_LAB_DATA environment variable) at a folder in the official layout."
+)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fields of a single-signal WFDB header that the reader checks."""
+
+    fs: float
+    n_samples: int
+    gain: float
+    baseline: int
+
+
+def find_record_dir(root: Path | str) -> Path:
+    """Return the folder holding ``REFERENCE.csv``: ``root`` itself or ``root/training2017``."""
+    root = Path(root)
+    for candidate in (root, root / "training2017"):
+        if (candidate / "REFERENCE.csv").is_file():
+            return candidate
+    raise DatasetNotFoundError(
+        root,
+        f"Looked for REFERENCE.csv in {root} and {root / 'training2017'}. " + DOWNLOAD_HINT.format(root=root),
+    )
+
+
+def read_reference(path: Path) -> list[tuple[str, str]]:
+    """Read ``REFERENCE.csv`` rows ``(record_id, label)``; a header line and CRLF endings are accepted."""
+    rows: list[tuple[str, str]] = []
+    text = path.read_text(encoding="utf-8-sig")
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2:
+            raise BadRecordError(path, f"line {lineno} {line!r} is not 'record,label'")
+        if lineno == 1 and parts[0].lower() in {"record", "recording", "name", "id"}:
+            continue  # header line
+        rows.append((parts[0], parts[1]))
+    if not rows:
+        raise BadRecordError(path, "holds no records")
+    return rows
+
+
+def read_header(path: Path) -> Header:
+    """Parse the record line and the first signal line of a WFDB ``.hea`` file."""
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        record_line, signal_line = lines[0].split(), lines[1].split()
+        fs = float(record_line[2].split("/")[0])
+        n_samples = int(record_line[3])
+        gain_field = signal_line[2].split("/")[0] if len(signal_line) > 2 else "200"
+        gain = float(gain_field.split("(")[0]) or 200.0
+        baseline = int(gain_field.split("(")[1].rstrip(")")) if "(" in gain_field else 0
+        if len(signal_line) > 4 and "(" not in gain_field:
+            baseline = int(signal_line[4])  # ADC zero; PhysioNet 2017 headers use 0
+    except (IndexError, ValueError) as err:
+        raise BadRecordError(path, f"unreadable WFDB header ({err})") from err
+    return Header(fs=fs, n_samples=n_samples, gain=gain, baseline=baseline)
+
+
+def read_record(record_dir: Path, record_id: str, label: str, fs: float, classes: Sequence[str]) -> Record:
+    """Read one record, check it against its header and the dataset's expectations, return it in mV."""
+    mat_path, hea_path = record_dir / f"{record_id}.mat", record_dir / f"{record_id}.hea"
+    if label not in classes:
+        raise BadRecordError(
+            record_dir / "REFERENCE.csv", f"record {record_id} has unknown label {label!r}; known: {list(classes)}",
+            record_id,
+        )
+    for p in (mat_path, hea_path):
+        if not p.is_file():
+            raise BadRecordError(p, "listed in REFERENCE.csv but the file is missing", record_id)
+    header = read_header(hea_path)
+    if header.fs != fs:
+        raise BadRecordError(hea_path, f"header says fs={header.fs:g} Hz but the dataset is {fs:g} Hz", record_id)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # scipy warns, rather than fails, on some truncations
+            content = scipy.io.loadmat(mat_path)
+        counts = np.asarray(content["val"]).ravel()
+    except KeyError as err:
+        raise BadRecordError(mat_path, "MATLAB file has no variable 'val'", record_id) from err
+    except Exception as err:  # noqa: BLE001 - scipy raises many types for corrupt files
+        raise BadRecordError(mat_path, f"unreadable or truncated MATLAB file ({type(err).__name__}: {err})",
+                             record_id) from err
+    if counts.size != header.n_samples:
+        raise BadRecordError(
+            hea_path, f"header says {header.n_samples} samples but {mat_path.name} holds {counts.size}", record_id
+        )
+    signal = ((counts.astype(np.float32) - header.baseline) / header.gain).astype(np.float32)
+    return Record(record_id=record_id, signal=signal, fs=header.fs, label=label, path=str(mat_path))
+
+
+def iter_reference(root: Path | str) -> tuple[Path, list[tuple[str, str]]]:
+    """Locate the record folder under ``root`` and return it with its REFERENCE rows."""
+    record_dir = find_record_dir(root)
+    return record_dir, read_reference(record_dir / "REFERENCE.csv")
+
+
+def read_records(
+    root: Path | str,
+    fs: float = 300.0,
+    classes: Sequence[str] = CLASSES,
+    on_bad_record: str = "raise",
+) -> tuple[list[Record], list[SkippedRecord]]:
+    """Read every record listed in REFERENCE.csv; bad ones raise or, with ``skip``, are listed."""
+    if on_bad_record not in {"raise", "skip"}:
+        raise ValueError(f"data.on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
+    record_dir, rows = iter_reference(root)
+    records: list[Record] = []
+    skipped: list[SkippedRecord] = []
+    for record_id, label in rows:
+        try:
+            records.append(read_record(record_dir, record_id, label, fs, classes))
+        except BadRecordError as err:
+            if on_bad_record == "raise":
+                raise
+            skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
+            log.warning("skipping %s", err)
+    return records, skipped

@@ -1,0 +1,154 @@
+"""Records preprocessed once and cached on disk: one float32 array of all signals plus an index.
+
+The cache key is derived from the record files (names, sizes, modification times), the
+REFERENCE.csv content and the preprocessing config, so a change to any of them prepares afresh.
+Entries are written into a temporary folder and renamed into place, so an interrupted run never
+leaves a half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ecg_lab.data.physionet2017 import iter_reference, read_record
+from ecg_lab.data.preprocess import Preprocessing
+from ecg_lab.data.records import BadRecordError, SkippedRecord
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+
+
+@dataclass
+class PreparedRecords:
+    """Preprocessed records: ``signals[offsets[i]:offsets[i]+lengths[i]]`` is record ``ids[i]``."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    signals: np.ndarray
+    classes: tuple[str, ...]
+    fs: float
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    cache_path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def signal(self, i: int) -> np.ndarray:
+        """The preprocessed signal of record ``i``."""
+        return self.signals[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+
+def cache_key(record_dir: Path, rows: Sequence[tuple[str, str]], extra: dict) -> str:
+    """Hash of the record files' names, sizes and mtimes, REFERENCE.csv and ``extra`` (the config)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": CACHE_FORMAT, **extra}, sort_keys=True, default=str).encode())
+    h.update((record_dir / "REFERENCE.csv").read_bytes())
+    with os.scandir(record_dir) as entries:
+        stats = {e.name: e.stat() for e in entries if e.name.endswith((".mat", ".hea"))}
+    for record_id, _ in rows:
+        for ext in (".mat", ".hea"):
+            st = stats.get(record_id + ext)
+            h.update(f"{record_id}{ext}:{st.st_size}:{st.st_mtime_ns};".encode() if st else f"{record_id}{ext}:-;".encode())
+    return h.hexdigest()[:20]
+
+
+def _load(path: Path) -> PreparedRecords:
+    meta = np.load(path / "index.npz", allow_pickle=False)
+    info = json.loads((path / "info.json").read_text())
+    return PreparedRecords(
+        ids=meta["ids"],
+        labels=meta["labels"],
+        offsets=meta["offsets"],
+        lengths=meta["lengths"],
+        signals=np.load(path / "signals.npy", mmap_mode="r"),
+        classes=tuple(info["classes"]),
+        fs=info["fs"],
+        skipped=[SkippedRecord(**s) for s in info["skipped"]],
+        cache_path=path,
+    )
+
+
+def _save(prepared: PreparedRecords, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        np.save(tmp / "signals.npy", prepared.signals)
+        np.savez(tmp / "index.npz", ids=prepared.ids, labels=prepared.labels,
+                 offsets=prepared.offsets, lengths=prepared.lengths)
+        info = {"classes": list(prepared.classes), "fs": prepared.fs,
+                "skipped": [asdict(s) for s in prepared.skipped]}
+        (tmp / "info.json").write_text(json.dumps(info, indent=1))
+        os.replace(tmp, target)  # atomic on one filesystem; fails if another run got there first
+    except OSError:
+        if not (target / "info.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_records(
+    root: Path | str,
+    preprocess: Preprocessing,
+    cache_dir: Path | str | None,
+    fs: float = 300.0,
+    classes: Sequence[str] = ("N", "A", "O", "~"),
+    on_bad_record: str = "raise",
+) -> PreparedRecords:
+    """Read, check and preprocess every record under ``root``, through the on-disk cache."""
+    if on_bad_record not in {"raise", "skip"}:
+        raise ValueError(f"data.on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
+    record_dir, rows = iter_reference(root)
+    classes = tuple(classes)
+    target = None
+    if cache_dir is not None:
+        key = cache_key(record_dir, rows, {"preprocess": preprocess.as_dict(), "fs": fs, "classes": classes,
+                                           "on_bad_record": on_bad_record})
+        target = Path(cache_dir) / "prepared" / key
+        if (target / "info.json").is_file():
+            log.info("preprocessed records from cache %s", target)
+            return _load(target)
+
+    class_index = {c: i for i, c in enumerate(classes)}
+    ids, labels, lengths, chunks, skipped = [], [], [], [], []
+    for record_id, label in rows:
+        try:
+            record = read_record(record_dir, record_id, label, fs, classes)
+            chunks.append(preprocess.apply(record))
+        except BadRecordError as err:
+            if on_bad_record == "raise":
+                raise
+            skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
+            log.warning("skipping %s", err)
+            continue
+        ids.append(record_id)
+        labels.append(class_index[label])
+        lengths.append(chunks[-1].size)
+    if not ids:
+        raise BadRecordError(record_dir / "REFERENCE.csv", "no usable records (all were skipped)")
+    lengths_arr = np.asarray(lengths, dtype=np.int64)
+    prepared = PreparedRecords(
+        ids=np.asarray(ids),
+        labels=np.asarray(labels, dtype=np.int64),
+        offsets=np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]).astype(np.int64),
+        lengths=lengths_arr,
+        signals=np.concatenate(chunks),
+        classes=classes,
+        fs=fs,
+        skipped=skipped,
+    )
+    if target is not None:
+        _save(prepared, target)
+        prepared.cache_path = target
+    return prepared
