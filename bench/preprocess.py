@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -45,57 +43,28 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+from common import base_parser, check_base_args, write_result  # bench/ is on sys.path when run as a script
 from scipy.signal import butter, sosfiltfilt
 
-REPO = Path(__file__).resolve().parents[1]
+from ecg_lab.data.physionet2017 import iter_reference, link_subset
+
 FS, LOWCUT, HIGHCUT, ORDER, WINDOW, STRIDE = 300.0, 0.5, 40.0, 4, 1500, 750
 COLD_TARGET, WARM_TARGET_S = 1.5, 2.0
 N_CHECK = 5
 
 
-def default_root() -> Path:
-    env = os.environ.get("ECG_LAB_DATA")
-    return Path(env) / "physionet2017" if env else REPO.parent / "shared" / "data" / "physionet2017"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=default_root(),
-        help="PhysioNet 2017 folder (REFERENCE.csv in it or in its training2017/); default: %(default)s",
-    )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N records (quick checks)")
-    p.add_argument("--threads", type=int, default=2, help="torch/BLAS threads (default: %(default)s)")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    p = base_parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
-    if not args.root.is_dir():
-        p.error(f"data folder not found: {args.root} (give --root or set ECG_LAB_DATA)")
-    if args.limit is not None and args.limit <= 0:
-        p.error("--limit must be positive")
-    if args.threads <= 0:
-        p.error("--threads must be positive")
+    check_base_args(p, args)
     return args
 
 
 def bench_root(root: Path, limit: int | None, tmp: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
-    """The folder both sides read: ``root`` itself, or a view of its first ``limit`` records (links)."""
-    from ecg_lab.data.physionet2017 import iter_reference
-
-    record_dir, rows = iter_reference(root)
-    if limit is None or limit >= len(rows):
-        return root, record_dir, rows
-    rows = rows[:limit]
-    view = tmp / "records"
-    view.mkdir()
-    (view / "REFERENCE.csv").write_text("".join(f"{r},{lab}\n" for r, lab in rows))
-    for record_id, _ in rows:
-        for ext in (".mat", ".hea"):
-            (view / f"{record_id}{ext}").symlink_to(record_dir / f"{record_id}{ext}")
-    return view, view, rows
+    """The folder both sides read (``root`` or links to its first ``limit`` records), its records and rows."""
+    view = link_subset(root, tmp / "records", limit)
+    record_dir, rows = iter_reference(view)
+    return view, record_dir, rows
 
 
 def warm_page_cache(record_dir: Path, rows: list[tuple[str, str]]) -> None:
@@ -228,12 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'cold / plain':<{w}}  {cold_ratio:>8.2f}  target <= {COLD_TARGET:.2f}x   {verdict[cold_ok]}")
     print(f"{'warm seconds':<{w}}  {warm_s:>8.3f}  target <= {WARM_TARGET_S:.2f} s  {verdict[warm_ok]}")
 
-    if args.json is not None:
-        result = {
-            "benchmark": "preprocess",
-            "root": str(args.root),
-            "limit": args.limit,
-            "threads": args.threads,
+    write_result(
+        args,
+        "preprocess",
+        {
             "records": n_rec_plain,
             "windows": n_win_plain,
             "plain_s": [plain_1, plain_2],
@@ -246,10 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             "cold_over_plain_mean": cold_ratio_mean,
             "targets": {"cold_over_plain_max": COLD_TARGET, "warm_s_max": WARM_TARGET_S},
             "pass": {"cold": cold_ok, "warm": warm_ok},
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"figures written to {args.json}")
+        },
+    )
     return 0
 
 

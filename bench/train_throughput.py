@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import statistics
@@ -42,15 +41,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import (  # bench/ is on sys.path when run as a script
+    REPO,
+    base_parser,
+    check_base_args,
+    write_result,
+)
+
+from ecg_lab.data.physionet2017 import link_subset
+
 TARGET = 0.95
 BATCH_SIZE = 64
 CLIP = 1.0
-
-
-def default_root() -> Path:
-    env = os.environ.get("ECG_LAB_DATA")
-    return Path(env) / "physionet2017" if env else REPO.parent / "shared" / "data" / "physionet2017"
 
 
 def default_cache() -> Path:
@@ -58,17 +60,7 @@ def default_cache() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=default_root(),
-        help="PhysioNet 2017 folder (REFERENCE.csv in it or in its training2017/); default: %(default)s",
-    )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N records (quick checks)")
-    p.add_argument("--threads", type=int, default=2, help="torch/BLAS threads (default: %(default)s)")
+    p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument(
         "--steps", type=int, default=200, help="timed training steps per run (default: %(default)s)"
     )
@@ -85,33 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"preprocessed-record cache (default: {default_cache()}; with --limit a temporary one)",
     )
-    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    if not args.root.is_dir():
-        p.error(f"data folder not found: {args.root} (give --root or set ECG_LAB_DATA)")
-    for name in ("limit", "threads", "steps", "repeats"):
+    check_base_args(p, args)
+    for name in ("steps", "repeats"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             p.error(f"--{name} must be positive")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     return args
-
-
-def bench_root(root: Path, limit: int | None, tmp: Path) -> Path:
-    """``root`` itself, or a folder of links to its first ``limit`` records with their REFERENCE rows."""
-    from ecg_lab.data.physionet2017 import iter_reference
-
-    record_dir, rows = iter_reference(root)
-    if limit is None or limit >= len(rows):
-        return root
-    view = tmp / "records"
-    view.mkdir()
-    (view / "REFERENCE.csv").write_text("".join(f"{r},{lab}\n" for r, lab in rows[:limit]))
-    for record_id, _ in rows[:limit]:
-        for ext in (".mat", ".hea"):
-            (view / f"{record_id}{ext}").symlink_to(record_dir / f"{record_id}{ext}")
-    return view
 
 
 def build_module(seed: int, classes: tuple[str, ...], class_weights: Any) -> Any:
@@ -238,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ecg_lab_bench_") as tmp_name:
         tmp = Path(tmp_name)
-        root = bench_root(args.root, args.limit, tmp)
+        root = link_subset(args.root, tmp / "records", args.limit)
         cache = args.cache_dir or (tmp / "cache" if args.limit is not None else default_cache())
         print(f"data {root} (cache {cache}), threads={args.threads}; preparing ...", flush=True)
         dm = ECGWindowDataModule(
@@ -298,12 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'median ' + side:<16} {'':>6} {'':>8} {'':>8} {med[side]:>10.1f}")
     print(f"\nlightning / plain = {ratio:.3f}   target >= {TARGET:.2f}   {'PASS' if ok else 'FAIL'}")
 
-    if args.json is not None:
-        result = {
-            "benchmark": "train_throughput",
-            "root": str(args.root),
-            "limit": args.limit,
-            "threads": args.threads,
+    write_result(
+        args,
+        "train_throughput",
+        {
             "batch_size": BATCH_SIZE,
             "steps": args.steps,
             "warmup": args.warmup,
@@ -314,10 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             "lightning_over_plain": ratio,
             "target_min": TARGET,
             "pass": ok,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"figures written to {args.json}")
+        },
+    )
     return 0
 
 

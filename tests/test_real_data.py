@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ecg_lab.data.datamodule import ECGWindowDataModule
-from ecg_lab.data.physionet2017 import read_reference
+from ecg_lab.data.physionet2017 import link_subset, read_reference
 from ecg_lab.data.preprocess import Preprocessing, window_count
 from tests.conftest import SHARED_PN2017
 
@@ -18,19 +18,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def subset(folder: Path, n: int) -> Path:
-    """A folder of links to the first ``n`` shared records, in the official layout."""
-    rows = read_reference(SHARED_PN2017 / "REFERENCE.csv")[:n]
-    folder.mkdir(parents=True)
-    for rid, _ in rows:
-        for ext in (".mat", ".hea"):
-            (folder / f"{rid}{ext}").symlink_to(SHARED_PN2017 / f"{rid}{ext}")
-    (folder / "REFERENCE.csv").write_text("".join(f"{r},{lab}\n" for r, lab in rows))
-    return folder
-
-
 def test_real_subset_reads_preprocesses_and_splits(tmp_path: Path) -> None:
-    root = subset(tmp_path / "training2017", 150)
+    root = link_subset(SHARED_PN2017, tmp_path / "training2017", 150)
     dm = ECGWindowDataModule(tmp_path, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
     dm.setup()
     prepared = dm.prepared

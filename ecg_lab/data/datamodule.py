@@ -108,7 +108,10 @@ class ECGWindowDataModule(pl.LightningDataModule):
         for part in ("train", "val", "test"):
             idx = np.flatnonzero(self.record_split == part)
             self.datasets[part] = WindowDataset(prepared, idx, self.preprocess)
-        sizes = {k: f"{np.sum(self.record_split == k)} records / {len(v)} windows" for k, v in self.datasets.items()}
+        sizes = {
+            k: f"{np.sum(self.record_split == k)} records / {len(v)} windows"
+            for k, v in self.datasets.items()
+        }
         log.info("data %s: %s", self.name, sizes)
         self.write_run_files()
 
@@ -123,8 +126,11 @@ class ECGWindowDataModule(pl.LightningDataModule):
                 w = csv.writer(f)
                 w.writerow(["record", "path", "problem"])
                 w.writerows((s.record_id, s.path, s.problem) for s in self.prepared.skipped)
-            log.warning("%d records skipped; listed in %s", len(self.prepared.skipped),
-                        self.run_dir / "skipped_records.csv")
+            log.warning(
+                "%d records skipped; listed in %s",
+                len(self.prepared.skipped),
+                self.run_dir / "skipped_records.csv",
+            )
         if self.datasets.get("train") is not None and len(self.datasets["train"]):
             (self.run_dir / "class_weights.json").write_text(
                 json.dumps(dict(zip(self.classes, self.class_weights().tolist(), strict=True)), indent=1)
@@ -141,7 +147,9 @@ class ECGWindowDataModule(pl.LightningDataModule):
         counts = self.class_counts().astype(np.float64)
         if np.any(counts == 0):
             missing = [c for c, n in zip(self.classes, counts, strict=True) if n == 0]
-            raise ValueError(f"no training windows of class {missing}; check data.root or data.split_fractions")
+            raise ValueError(
+                f"no training windows of class {missing}; check data.root or data.split_fractions"
+            )
         return counts.sum() / (len(counts) * counts)
 
     # -- windows → batches --------------------------------------------------------------------

@@ -199,13 +199,17 @@ def download(
     root = Path(root).expanduser()
     target = root / source.folder
     if (target / source.marker).is_file() and not force:
-        print(f"{name}: {target / source.marker} already exists; nothing to do (use --force to re-download)",
-              file=sys.stderr)
+        print(
+            f"{name}: {target / source.marker} already exists; nothing to do (use --force to re-download)",
+            file=sys.stderr,
+        )
         return target
     base = (base_url or source.base_url).rstrip("/") + "/"
     url = urljoin(base, source.archive)
-    advice = (f"Rerun the command to retry, or download {url} manually and unpack it into {root} "
-              f"so that {target / source.marker} exists.")
+    advice = (
+        f"Rerun the command to retry, or download {url} manually and unpack it into {root} "
+        f"so that {target / source.marker} exists."
+    )
     if sha256 is not None:
         expected = sha256.strip().lower()
         if not _SHA256_RE.fullmatch(expected):

@@ -89,7 +89,8 @@ def read_record(record_dir: Path, record_id: str, label: str, fs: float, classes
     mat_path, hea_path = record_dir / f"{record_id}.mat", record_dir / f"{record_id}.hea"
     if label not in classes:
         raise BadRecordError(
-            record_dir / "REFERENCE.csv", f"record {record_id} has unknown label {label!r}; known: {list(classes)}",
+            record_dir / "REFERENCE.csv",
+            f"record {record_id} has unknown label {label!r}; known: {list(classes)}",
             record_id,
         )
     for p in (mat_path, hea_path):
@@ -97,7 +98,9 @@ def read_record(record_dir: Path, record_id: str, label: str, fs: float, classes
             raise BadRecordError(p, "listed in REFERENCE.csv but the file is missing", record_id)
     header = read_header(hea_path)
     if header.fs != fs:
-        raise BadRecordError(hea_path, f"header says fs={header.fs:g} Hz but the dataset is {fs:g} Hz", record_id)
+        raise BadRecordError(
+            hea_path, f"header says fs={header.fs:g} Hz but the dataset is {fs:g} Hz", record_id
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # scipy warns, rather than fails, on some truncations
@@ -106,11 +109,14 @@ def read_record(record_dir: Path, record_id: str, label: str, fs: float, classes
     except KeyError as err:
         raise BadRecordError(mat_path, "MATLAB file has no variable 'val'", record_id) from err
     except Exception as err:  # noqa: BLE001 - scipy raises many types for corrupt files
-        raise BadRecordError(mat_path, f"unreadable or truncated MATLAB file ({type(err).__name__}: {err})",
-                             record_id) from err
+        raise BadRecordError(
+            mat_path, f"unreadable or truncated MATLAB file ({type(err).__name__}: {err})", record_id
+        ) from err
     if counts.size != header.n_samples:
         raise BadRecordError(
-            hea_path, f"header says {header.n_samples} samples but {mat_path.name} holds {counts.size}", record_id
+            hea_path,
+            f"header says {header.n_samples} samples but {mat_path.name} holds {counts.size}",
+            record_id,
         )
     signal = ((counts.astype(np.float32) - header.baseline) / header.gain).astype(np.float32)
     return Record(record_id=record_id, signal=signal, fs=header.fs, label=label, path=str(mat_path))
@@ -143,3 +149,21 @@ def read_records(
             skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
             log.warning("skipping %s", err)
     return records, skipped
+
+
+def link_subset(root: Path | str, dest: Path | str, n: int | None) -> Path:
+    """A folder of symbolic links to the first ``n`` records of ``root`` with their REFERENCE rows.
+
+    Returns ``dest`` (or ``root``'s record folder when ``n`` covers every record): a cheap way
+    to run anything on part of a dataset without copying it.
+    """
+    record_dir, rows = iter_reference(root)
+    if n is None or n >= len(rows):
+        return record_dir
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=False)
+    for record_id, _ in rows[:n]:
+        for ext in (".mat", ".hea"):
+            (dest / f"{record_id}{ext}").symlink_to((record_dir / f"{record_id}{ext}").resolve())
+    (dest / "REFERENCE.csv").write_text("".join(f"{r},{lab}\n" for r, lab in rows[:n]))
+    return dest

@@ -60,7 +60,11 @@ def cache_key(record_dir: Path, rows: Sequence[tuple[str, str]], extra: dict) ->
     for record_id, _ in rows:
         for ext in (".mat", ".hea"):
             st = stats.get(record_id + ext)
-            h.update(f"{record_id}{ext}:{st.st_size}:{st.st_mtime_ns};".encode() if st else f"{record_id}{ext}:-;".encode())
+            h.update(
+                f"{record_id}{ext}:{st.st_size}:{st.st_mtime_ns};".encode()
+                if st
+                else f"{record_id}{ext}:-;".encode()
+            )
     return h.hexdigest()[:20]
 
 
@@ -85,10 +89,18 @@ def _save(prepared: PreparedRecords, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         np.save(tmp / "signals.npy", prepared.signals)
-        np.savez(tmp / "index.npz", ids=prepared.ids, labels=prepared.labels,
-                 offsets=prepared.offsets, lengths=prepared.lengths)
-        info = {"classes": list(prepared.classes), "fs": prepared.fs,
-                "skipped": [asdict(s) for s in prepared.skipped]}
+        np.savez(
+            tmp / "index.npz",
+            ids=prepared.ids,
+            labels=prepared.labels,
+            offsets=prepared.offsets,
+            lengths=prepared.lengths,
+        )
+        info = {
+            "classes": list(prepared.classes),
+            "fs": prepared.fs,
+            "skipped": [asdict(s) for s in prepared.skipped],
+        }
         (tmp / "info.json").write_text(json.dumps(info, indent=1))
         os.replace(tmp, target)  # atomic on one filesystem; fails if another run got there first
     except OSError:
@@ -113,8 +125,16 @@ def prepare_records(
     classes = tuple(classes)
     target = None
     if cache_dir is not None:
-        key = cache_key(record_dir, rows, {"preprocess": preprocess.as_dict(), "fs": fs, "classes": classes,
-                                           "on_bad_record": on_bad_record})
+        key = cache_key(
+            record_dir,
+            rows,
+            {
+                "preprocess": preprocess.as_dict(),
+                "fs": fs,
+                "classes": classes,
+                "on_bad_record": on_bad_record,
+            },
+        )
         target = Path(cache_dir) / "prepared" / key
         if (target / "info.json").is_file():
             log.info("preprocessed records from cache %s", target)

@@ -36,7 +36,9 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.stride <= 0:
-            raise ValueError(f"data.preprocess.window and stride must be positive, got {self.window}, {self.stride}")
+            raise ValueError(
+                f"data.preprocess.window and stride must be positive, got {self.window}, {self.stride}"
+            )
 
     def as_dict(self) -> dict:
         """Plain-dict form, used in cache keys and checkpoints."""

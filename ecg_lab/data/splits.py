@@ -11,14 +11,18 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-def stratified_split(labels: np.ndarray, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 42) -> np.ndarray:
+def stratified_split(
+    labels: np.ndarray, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 42
+) -> np.ndarray:
     """Assign each record to train/val/test, class by class, in the given proportions.
 
     Returns an array of split names, one per record (same order as ``labels``).
     """
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"data.split_fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+        raise ValueError(
+            f"data.split_fractions must be three non-negative numbers summing to 1, got {list(fractions)}"
+        )
     rng = np.random.default_rng(seed)
     out = np.empty(len(labels), dtype=object)
     for cls in np.unique(labels):

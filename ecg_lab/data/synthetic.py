@@ -63,20 +63,30 @@ class SyntheticSpec:
 
     def __post_init__(self) -> None:
         # Normalise types (Hydra hands over ints for floats and lists for tuples) so keys are stable.
-        for name, cast in (("n_records", int), ("min_duration_s", float), ("max_duration_s", float),
-                           ("fs", int), ("seed", int), ("n_jobs", int)):
+        for name, cast in (
+            ("n_records", int),
+            ("min_duration_s", float),
+            ("max_duration_s", float),
+            ("fs", int),
+            ("seed", int),
+            ("n_jobs", int),
+        ):
             object.__setattr__(self, name, cast(getattr(self, name)))
         object.__setattr__(self, "shares", tuple(float(s) for s in self.shares))
         if self.n_records < 1:
             raise ValueError(f"n_records must be >= 1, got {self.n_records}")
         if not 0 < self.min_duration_s <= self.max_duration_s:
-            raise ValueError(f"need 0 < min_duration_s <= max_duration_s, got "
-                             f"{self.min_duration_s} and {self.max_duration_s}")
+            raise ValueError(
+                f"need 0 < min_duration_s <= max_duration_s, got "
+                f"{self.min_duration_s} and {self.max_duration_s}"
+            )
         if self.fs <= 0:
             raise ValueError(f"fs must be positive, got {self.fs}")
         if len(self.shares) != len(CLASSES) or min(self.shares) < 0 or sum(self.shares) <= 0:
-            raise ValueError(f"shares must be {len(CLASSES)} non-negative numbers (N, A, O, ~) with a "
-                             f"positive sum, got {self.shares}")
+            raise ValueError(
+                f"shares must be {len(CLASSES)} non-negative numbers (N, A, O, ~) with a "
+                f"positive sum, got {self.shares}"
+            )
 
     def key(self) -> str:
         """Short stable hash of the generator version and all fields but ``n_jobs`` (output-neutral)."""
@@ -101,12 +111,17 @@ class SyntheticSpec:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.key()}-", dir=base))
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
-            log.info("Generating synthetic ECG dataset (%d records, seed %d) into %s",
-                     self.n_records, self.seed, record_dir)
+            log.info(
+                "Generating synthetic ECG dataset (%d records, seed %d) into %s",
+                self.n_records,
+                self.seed,
+                record_dir,
+            )
             start = time.perf_counter()
             write_dataset(self, tmp / "training2017")
-            (tmp / "spec.json").write_text(json.dumps(
-                {"generator_version": GENERATOR_VERSION, **asdict(self)}, indent=2) + "\n")
+            (tmp / "spec.json").write_text(
+                json.dumps({"generator_version": GENERATOR_VERSION, **asdict(self)}, indent=2) + "\n"
+            )
             if final.exists() and not (record_dir / "REFERENCE.csv").is_file():
                 # Left over by something else (not by us: we only ever rename complete folders).
                 log.warning("Replacing incomplete synthetic dataset folder %s", final)
@@ -196,8 +211,10 @@ def _source_fs() -> int:
     from neurokit2.signal import signal_resample
 
     for fs in (1000, 1200, 800, 500):
-        if all(signal_resample(np.ones(n), sampling_rate=1, desired_sampling_rate=fs).min() > 0.5
-               for n in (4, 8, 16)):
+        if all(
+            signal_resample(np.ones(n), sampling_rate=1, desired_sampling_rate=fs).min() > 0.5
+            for n in (4, 8, 16)
+        ):
             return fs
     raise RuntimeError("no safe sampling rate for NeuroKit2's ECGSYN found")
 
@@ -207,8 +224,13 @@ def _normal_morphology(rng: np.random.Generator, p_wave: bool = True) -> _Morpho
     u = rng.uniform
     return _Morphology(
         ti=(-70 + u(-8, 8), -15 + u(-2, 2), 0.0, 15 + u(-2, 2), 100 + u(-10, 10)),
-        ai=(1.2 * u(0.6, 1.5) if p_wave else 0.0, -5 * u(0.3, 1.6), 30 * u(0.8, 1.2), -7.5 * u(0.3, 1.8),
-            0.75 * u(0.4, 1.4)),
+        ai=(
+            1.2 * u(0.6, 1.5) if p_wave else 0.0,
+            -5 * u(0.3, 1.6),
+            30 * u(0.8, 1.2),
+            -7.5 * u(0.3, 1.8),
+            0.75 * u(0.4, 1.4),
+        ),
         bi=(0.25 * u(0.8, 1.2), *(0.1 * u(0.85, 1.3) for _ in range(3)), 0.4 * u(0.8, 1.2)),
     )
 
@@ -252,24 +274,39 @@ def _simulate_source(m: _Morphology, hr: float, seed: int, gain: float = 1.0) ->
         if beats.size >= 3:
             break
     fs = _source_fs()
-    sig = np.asarray(nk.ecg_simulate(duration=duration, sampling_rate=fs, heart_rate=hr,
-                                     heart_rate_std=0, noise=0, method="ecgsyn", random_state=seed,
-                                     ti=m.ti, ai=m.ai, bi=m.bi), dtype=float)
+    sig = np.asarray(
+        nk.ecg_simulate(
+            duration=duration,
+            sampling_rate=fs,
+            heart_rate=hr,
+            heart_rate_std=0,
+            noise=0,
+            method="ecgsyn",
+            random_state=seed,
+            ti=m.ti,
+            ai=m.ai,
+            bi=m.bi,
+        ),
+        dtype=float,
+    )
     half = int(0.1 * rr * fs)
-    peaks = [int(c) - half + int(np.argmax(sig[int(c) - half:int(c) + half])) for c in beats * rr * fs]
+    peaks = [int(c) - half + int(np.argmax(sig[int(c) - half : int(c) + half])) for c in beats * rr * fs]
     # Isoelectric level: the most frequent value (flat PR, ST and TP segments).
-    hist, edges = np.histogram(sig[peaks[0]:], bins=np.arange(sig.min(), sig.max() + 0.01, 0.005))
+    hist, edges = np.histogram(sig[peaks[0] :], bins=np.arange(sig.min(), sig.max() + 0.01, 0.005))
     iso = edges[np.argmax(hist)] + 0.0025
     x = (sig - iso) / (np.median(sig[peaks]) - iso) * gain
     cycles = []
     for a, b in zip(peaks[:-1], peaks[1:], strict=True):
-        c = x[a:b + 1]
+        c = x[a : b + 1]
         cycles.append(c - np.linspace(c[0] - gain, c[-1] - gain, c.size))  # both ends exactly at the R apex
     # Spans that keep their natural speed, from the wave angles as ECGSYN rescales them for the rate.
     f1, f2 = np.sqrt(hr / 60), (hr / 60) ** 0.25
     t_end = np.deg2rad(m.ti[4]) * f2 + 2.5 * m.bi[4] * f1
-    onset = (np.deg2rad(-m.ti[0]) * f2 + 2.5 * m.bi[0] * f1) if m.ai[0] else (np.deg2rad(-m.ti[1]) * f1
-                                                                           + 2.5 * m.bi[1] * f1)
+    onset = (
+        (np.deg2rad(-m.ti[0]) * f2 + 2.5 * m.bi[0] * f1)
+        if m.ai[0]
+        else (np.deg2rad(-m.ti[1]) * f1 + 2.5 * m.bi[1] * f1)
+    )
     after, before = t_end / (2 * np.pi) * rr, onset / (2 * np.pi) * rr
     shrink = min(1.0, 0.9 * rr / (after + before))
     return _Source(tuple(cycles), fs, after * shrink, before * shrink)
@@ -279,13 +316,22 @@ def _map_cycle(src: _Source, cycle: np.ndarray, tau: np.ndarray, rr: float) -> n
     """Sample ``cycle`` (source R-to-R) at times ``tau`` of a target R-to-R interval of length ``rr``."""
     rr0 = (cycle.size - 1) / src.fs
     s = min(1.0, rr / rr0)
-    src_t = np.interp(tau, [0.0, src.keep_after * s, rr - src.keep_before * s, rr],
-                      [0.0, src.keep_after, rr0 - src.keep_before, rr0])
+    src_t = np.interp(
+        tau,
+        [0.0, src.keep_after * s, rr - src.keep_before * s, rr],
+        [0.0, src.keep_after, rr0 - src.keep_before, rr0],
+    )
     return np.interp(src_t * src.fs, np.arange(cycle.size), cycle)
 
 
-def _render(beats: np.ndarray, kinds: np.ndarray, sources: Sequence[_Source], n: int, fs: int,
-            rng: np.random.Generator) -> np.ndarray:
+def _render(
+    beats: np.ndarray,
+    kinds: np.ndarray,
+    sources: Sequence[_Source],
+    n: int,
+    fs: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Render R peaks at times ``beats`` (s; first <= 0, last >= n/fs) using ``sources[kinds[k]]``.
 
     Each R-to-R interval takes its first half (S, T) from the beat that starts it and its second half
@@ -318,8 +364,12 @@ def _render(beats: np.ndarray, kinds: np.ndarray, sources: Sequence[_Source], n:
 # --------------------------------------------------------------------------------------------------
 # Rhythms: R-peak times per class
 # --------------------------------------------------------------------------------------------------
-def _sinus_times(duration: float, hr: float, rng: np.random.Generator, variability: float = 1.0,
-                 ) -> np.ndarray:
+def _sinus_times(
+    duration: float,
+    hr: float,
+    rng: np.random.Generator,
+    variability: float = 1.0,
+) -> np.ndarray:
     """R times of sinus rhythm: respiratory sinus arrhythmia, a 0.1-Hz Mayer wave and beat jitter."""
     rr0 = 60.0 / hr
     rsa, f_r, ph_r = variability * rng.uniform(0.005, 0.05), rng.uniform(0.15, 0.4), rng.uniform(0, 2 * np.pi)
@@ -328,8 +378,16 @@ def _sinus_times(duration: float, hr: float, rng: np.random.Generator, variabili
     times = [-rng.uniform(0.05, 1.0) * rr0]
     while times[-1] < duration:
         tk = times[-1]
-        times.append(tk + rr0 * (1 + rsa * np.sin(2 * np.pi * f_r * tk + ph_r)
-                                 + lf * np.sin(2 * np.pi * 0.1 * tk + ph_l) + jitter * rng.standard_normal()))
+        times.append(
+            tk
+            + rr0
+            * (
+                1
+                + rsa * np.sin(2 * np.pi * f_r * tk + ph_r)
+                + lf * np.sin(2 * np.pi * 0.1 * tk + ph_l)
+                + jitter * rng.standard_normal()
+            )
+        )
     return np.array(times)
 
 
@@ -374,8 +432,11 @@ def _other_rhythm(n: int, fs: int, rng: np.random.Generator) -> np.ndarray:
     ventricular = rng.random() < 0.55
     if ventricular:
         sign = -1.0 if rng.random() < 0.4 else 1.0
-        sources.append(_simulate_source(_ventricular_morphology(rng), hr, int(rng.integers(2**31)),
-                                        gain=sign * rng.uniform(1.1, 2.0)))
+        sources.append(
+            _simulate_source(
+                _ventricular_morphology(rng), hr, int(rng.integers(2**31)), gain=sign * rng.uniform(1.1, 2.0)
+            )
+        )
     every = int(rng.choice([0, 2, 3], p=[0.7, 0.15, 0.15]))  # 0: random, 2: bigeminy, 3: trigeminy
     p_ectopic = rng.uniform(0.08, 0.3)
     times, kinds = [sinus[0]], [0]
@@ -458,7 +519,7 @@ def _noisy(n: int, fs: int, rng: np.random.Generator, amp: float) -> np.ndarray:
     if chosen[3]:  # lead off / poor contact: the ECG nearly vanishes for a stretch
         length = int(n * rng.uniform(0.2, 0.7))
         i0 = int(rng.integers(n - length + 1))
-        ecg[i0:i0 + length] *= rng.uniform(0.0, 0.1)
+        ecg[i0 : i0 + length] *= rng.uniform(0.0, 0.1)
     x = ecg + _recording_noise(n, fs, rng)
     if chosen[0]:
         x += _emg(n, fs, rng, rng.uniform(0.1, 0.6), bursty=rng.random() < 0.5)
@@ -492,8 +553,10 @@ def _write_record(args: tuple[SyntheticSpec, int, str, Path]) -> str:
     spec, index, label, out_dir = args
     meta, sig_rng = _record_rngs(spec.seed, index)
     duration = meta.uniform(spec.min_duration_s, spec.max_duration_s)
-    stamp = (f"{meta.integers(24):02d}:{meta.integers(60):02d}:{meta.integers(60):02d} "
-             f"{meta.integers(1, 29)}/{meta.integers(1, 13):02d}/2000")
+    stamp = (
+        f"{meta.integers(24):02d}:{meta.integers(60):02d}:{meta.integers(60):02d} "
+        f"{meta.integers(1, 29)}/{meta.integers(1, 13):02d}/2000"
+    )
     signal = simulate_record(label, duration, spec.fs, sig_rng)
     counts = np.clip(np.round(signal * GAIN), -32768, 32767).astype(np.int16)
     record_id = f"A{index + 1:05d}"
@@ -501,7 +564,8 @@ def _write_record(args: tuple[SyntheticSpec, int, str, Path]) -> str:
     checksum = (int(counts.astype(np.int64).sum()) + 32768) % 65536 - 32768  # int16 sum, as in WFDB
     (out_dir / f"{record_id}.hea").write_bytes(
         f"{record_id} 1 {spec.fs} {counts.size} {stamp} \r\n"
-        f"{record_id}.mat 16+24 {GAIN}/mV 16 0 {counts[0]} {checksum} 0 ECG \r\n".encode())
+        f"{record_id}.mat 16+24 {GAIN}/mV 16 0 {counts[0]} {checksum} 0 ECG \r\n".encode()
+    )
     return record_id
 
 
@@ -524,8 +588,10 @@ def write_dataset(spec: SyntheticSpec, out_dir: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: write a synthetic dataset in the PhysioNet 2017 layout into ``--out``."""
     d = SyntheticSpec()
-    parser = argparse.ArgumentParser(prog="python -m ecg_lab.data.synthetic",
-                                     description="Write a synthetic ECG dataset in the PhysioNet 2017 layout")
+    parser = argparse.ArgumentParser(
+        prog="python -m ecg_lab.data.synthetic",
+        description="Write a synthetic ECG dataset in the PhysioNet 2017 layout",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder to write (will hold REFERENCE.csv)")
     parser.add_argument("--n-records", type=int, default=d.n_records)
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -533,8 +599,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-duration", type=float, default=d.max_duration_s, help="seconds")
     parser.add_argument("--jobs", type=int, default=d.n_jobs, help="processes used to simulate")
     args = parser.parse_args(argv)
-    spec = SyntheticSpec(n_records=args.n_records, seed=args.seed, min_duration_s=args.min_duration,
-                         max_duration_s=args.max_duration, n_jobs=args.jobs)
+    spec = SyntheticSpec(
+        n_records=args.n_records,
+        seed=args.seed,
+        min_duration_s=args.min_duration,
+        max_duration_s=args.max_duration,
+        n_jobs=args.jobs,
+    )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     write_dataset(spec, args.out)

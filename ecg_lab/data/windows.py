@@ -13,7 +13,9 @@ from ecg_lab.data.preprocess import Preprocessing
 class WindowDataset(Dataset):
     """Fixed-length windows of the selected records; each item is ``(x[1, window], label, record)``."""
 
-    def __init__(self, prepared: PreparedRecords, record_indices: np.ndarray, preprocess: Preprocessing) -> None:
+    def __init__(
+        self, prepared: PreparedRecords, record_indices: np.ndarray, preprocess: Preprocessing
+    ) -> None:
         self.prepared = prepared
         self.window = preprocess.window
         starts, labels, recs = [], [], []
