@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.signal import sosfreqz
+from scipy.signal import sosfiltfilt, sosfreqz
 
 from ecg_lab.data import prepared as prepared_mod
 from ecg_lab.data.prepared import prepare_records
-from ecg_lab.data.preprocess import Preprocessing, bandpass_sos, window_count
+from ecg_lab.data.preprocess import Preprocessing, butterworth, window_count
 from ecg_lab.data.records import Record
 from tests.helpers import write_dataset
 
@@ -18,12 +18,19 @@ FS = 300.0
 
 
 def test_bandpass_response_passes_ecg_band_and_stops_outside() -> None:
-    sos = bandpass_sos(0.5, 40.0, 4, FS)
+    sos = butterworth(0.5, 40.0, 4, FS).sos
     freqs, h = sosfreqz(sos, worN=[0.05, 0.5, 10.0, 40.0, 100.0], fs=FS)
     gain = np.abs(h) ** 2  # filtfilt applies the filter twice
     assert gain[2] == pytest.approx(1.0, abs=0.01)  # 10 Hz passes
     assert gain[1] == pytest.approx(0.5, abs=0.02) and gain[3] == pytest.approx(0.5, abs=0.02)  # -3 dB edges
     assert gain[0] < 1e-3 and gain[4] < 1e-3  # baseline wander and mains-range noise are removed
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.5, 40.0), (None, 40.0), (0.5, None)])
+def test_filter_matches_scipy_sosfiltfilt(low: float | None, high: float | None) -> None:
+    x = np.random.default_rng(0).normal(size=4000).cumsum()
+    zero_phase = butterworth(low, high, 4, FS)
+    assert np.allclose(zero_phase(x), sosfiltfilt(zero_phase.sos, x), rtol=0, atol=1e-9)
 
 
 def test_filter_is_zero_phase() -> None:

@@ -6,15 +6,46 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import butter, sosfiltfilt
+from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from ecg_lab.data.records import BadRecordError, Record
 
 
+@dataclass(frozen=True)
+class ZeroPhaseFilter:
+    """A Butterworth filter applied forwards and backwards, as ``scipy.signal.sosfiltfilt`` does
+    (odd extension, steady-state initial conditions), with the initial conditions computed once
+    per filter instead of once per call (that was half of the filtering time)."""
+
+    sos: np.ndarray
+    zi: np.ndarray
+    padlen: int
+
+    @classmethod
+    def from_sos(cls, sos: np.ndarray) -> ZeroPhaseFilter:
+        ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+        return cls(sos=sos, zi=sosfilt_zi(sos), padlen=3 * ntaps)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = self.padlen
+        if x.size <= n:
+            raise ValueError(f"signal of {x.size} samples too short for zero-phase filtering (needs > {n})")
+        ext = np.concatenate((2 * x[0] - x[n:0:-1], x, 2 * x[-1] - x[-2 : -(n + 2) : -1]))
+        y, _ = sosfilt(self.sos, ext, zi=self.zi * ext[0])
+        y, _ = sosfilt(self.sos, y[::-1], zi=self.zi * y[-1])
+        return y[::-1][n:-n]
+
+
 @lru_cache(maxsize=16)
-def bandpass_sos(lowcut: float, highcut: float, order: int, fs: float) -> np.ndarray:
-    """Second-order sections of a Butterworth band-pass (cached per parameter set)."""
-    return butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
+def butterworth(lowcut: float | None, highcut: float | None, order: int, fs: float) -> ZeroPhaseFilter:
+    """Band-, high- or low-pass Butterworth (cached per parameter set)."""
+    if lowcut is None:
+        sos = butter(order, highcut, btype="lowpass", fs=fs, output="sos")
+    elif highcut is None:
+        sos = butter(order, lowcut, btype="highpass", fs=fs, output="sos")
+    else:
+        sos = butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
+    return ZeroPhaseFilter.from_sos(sos)
 
 
 def window_count(n_samples: int, window: int, stride: int) -> int:
@@ -48,13 +79,9 @@ class Preprocessing:
         """Zero-phase band-pass (or high-/low-pass when one cutoff is None)."""
         if self.lowcut is None and self.highcut is None:
             return signal
-        if self.lowcut is None:
-            sos = butter(self.order, self.highcut, btype="lowpass", fs=fs, output="sos")
-        elif self.highcut is None:
-            sos = butter(self.order, self.lowcut, btype="highpass", fs=fs, output="sos")
-        else:
-            sos = bandpass_sos(float(self.lowcut), float(self.highcut), int(self.order), float(fs))
-        return sosfiltfilt(sos, signal)
+        low = None if self.lowcut is None else float(self.lowcut)
+        high = None if self.highcut is None else float(self.highcut)
+        return butterworth(low, high, int(self.order), float(fs))(signal)
 
     def apply(self, record: Record) -> np.ndarray:
         """Check, filter and normalise one record; returns float32. Raises BadRecordError."""
