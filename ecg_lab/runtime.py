@@ -13,6 +13,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
+
 log = logging.getLogger(__name__)
 
 # conf/ beside the package; absolute, so console scripts and `python -m` find it alike
@@ -64,6 +66,9 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[Dict
         t0 = time.perf_counter()
         try:
             return task(cfg)
+        except (DatasetNotFoundError, BadRecordError) as err:  # bad input: the message says it all
+            log.error("task %s failed: %s", cfg.get("task_name", task.__name__), err)
+            raise
         except Exception:
             log.exception("task %s failed", cfg.get("task_name", task.__name__))
             raise

@@ -38,7 +38,7 @@ class Header:
 
 def find_record_dir(root: Path | str) -> Path:
     """Return the folder holding ``REFERENCE.csv``: ``root`` itself or ``root/training2017``."""
-    root = Path(root)
+    root = Path(root).absolute()
     for candidate in (root, root / "training2017"):
         if (candidate / "REFERENCE.csv").is_file():
             return candidate
