@@ -79,7 +79,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         callbacks=instantiate_list(cfg.get("callbacks")),
         logger=instantiate_list(cfg.get("logger")) or False,
     )
-    trainer.test(model, datamodule=datamodule)
+    logged = trainer.test(model, datamodule=datamodule)[0]
+    model.test_results["loss"] = logged.get("test/loss")
     write_test_report(
         model.test_results,
         output_dir,

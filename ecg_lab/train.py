@@ -52,7 +52,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("no best checkpoint (e.g. fast_dev_run); testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        logged = trainer.test(model, datamodule=datamodule, ckpt_path=best or None)[0]
+        model.test_results["loss"] = logged.get("test/loss")
         write_test_report(
             model.test_results,
             output_dir,
