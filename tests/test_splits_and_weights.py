@@ -79,3 +79,18 @@ def test_split_all_puts_every_record_in_test(tmp_path: Path) -> None:
     dm = ECGWindowDataModule(root, split="all", cache_dir=None)
     dm.setup()
     assert len(dm.datasets["train"]) == 0 and len(dm.datasets["test"]) == 2 * 5
+
+
+def test_window_dataset_pickles_cache_as_path_for_spawned_workers(datamodule: ECGWindowDataModule) -> None:
+    import pickle
+
+    fresh = ECGWindowDataModule(datamodule.record_root(), cache_dir=datamodule.cache_dir, batch_size=8)
+    fresh.setup()  # loaded from the cache: signals are a memory map
+    ds = fresh.datasets["train"]
+    assert isinstance(ds.prepared.signals, np.memmap)
+    blob = pickle.dumps(ds)
+    assert len(blob) < ds.prepared.signals.nbytes / 4  # not a copy of the signals
+    clone = pickle.loads(blob)
+    x, y, r = clone[3]
+    x0, y0, r0 = ds[3]
+    assert (x == x0).all() and (y, r) == (y0, r0)

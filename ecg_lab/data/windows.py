@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -36,6 +38,21 @@ class WindowDataset(Dataset):
         s = int(self.starts[i])
         x = torch.from_numpy(np.array(self.prepared.signals[s : s + self.window], dtype=np.float32))
         return x.unsqueeze(0), int(self.labels[i]), int(self.records[i])
+
+    def __getstate__(self) -> dict:
+        """Pickle (DataLoader workers under ``spawn``) a cached signal array as its path, not its data."""
+        state = self.__dict__.copy()
+        signals = self.prepared.signals
+        if isinstance(signals, np.memmap) and signals.filename:
+            state["prepared"] = replace(self.prepared, signals=np.empty(0, dtype=signals.dtype))
+            state["_signals_file"] = signals.filename
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        path = state.pop("_signals_file", None)
+        self.__dict__.update(state)
+        if path is not None:
+            self.prepared = replace(self.prepared, signals=np.load(path, mmap_mode="r"))
 
     def class_counts(self, n_classes: int) -> np.ndarray:
         """Windows per class."""
