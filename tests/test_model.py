@@ -37,3 +37,14 @@ def test_cnn_lstm_output_shape_and_backward(length: int) -> None:
 
 def test_layer_norm_adds_exactly_256() -> None:
     assert count_parameters(CRNN(layer_norm=True)) - count_parameters(CRNN()) == 256
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_last_readout_is_each_directions_final_state(rnn: str) -> None:
+    net = CRNN(rnn=rnn, bidirectional=True, rnn_layers=2, rnn_hidden=16, dropout=0.0).eval()
+    x = torch.randn(2, 1, 1500)
+    features = net.features(x)
+    _, h_n = net.rnn(features)
+    h_n = h_n[0] if rnn == "lstm" else h_n
+    expected = net.head(torch.cat([h_n[-2], h_n[-1]], dim=-1))  # last layer: forward, backward
+    assert torch.allclose(net(x), expected, atol=1e-6)
