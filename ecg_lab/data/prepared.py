@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from ecg_lab.data.preprocess import Preprocessing
 from ecg_lab.data.records import BadRecordError, SkippedRecord
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+SIGNALS_FILE = "signals.f32"  # raw little-endian float32, memory-mapped on load
 
 
 @dataclass
@@ -71,12 +72,13 @@ def cache_key(record_dir: Path, rows: Sequence[tuple[str, str]], extra: dict) ->
 def _load(path: Path) -> PreparedRecords:
     meta = np.load(path / "index.npz", allow_pickle=False)
     info = json.loads((path / "info.json").read_text())
+    n = int(info["n_samples"])
     return PreparedRecords(
         ids=meta["ids"],
         labels=meta["labels"],
         offsets=meta["offsets"],
         lengths=meta["lengths"],
-        signals=np.load(path / "signals.npy", mmap_mode="r"),
+        signals=np.memmap(path / SIGNALS_FILE, dtype="<f4", mode="r", shape=(n,)),
         classes=tuple(info["classes"]),
         fs=info["fs"],
         skipped=[SkippedRecord(**s) for s in info["skipped"]],
@@ -84,30 +86,45 @@ def _load(path: Path) -> PreparedRecords:
     )
 
 
-def _save(prepared: PreparedRecords, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        np.save(tmp / "signals.npy", prepared.signals)
-        np.savez(
-            tmp / "index.npz",
-            ids=prepared.ids,
-            labels=prepared.labels,
-            offsets=prepared.offsets,
-            lengths=prepared.lengths,
-        )
-        info = {
-            "classes": list(prepared.classes),
-            "fs": prepared.fs,
-            "skipped": [asdict(s) for s in prepared.skipped],
-        }
-        (tmp / "info.json").write_text(json.dumps(info, indent=1))
-        os.replace(tmp, target)  # atomic on one filesystem; fails if another run got there first
-    except OSError:
-        if not (target / "info.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _read_and_preprocess(
+    record_dir: Path,
+    rows: Sequence[tuple[str, str]],
+    preprocess: Preprocessing,
+    fs: float,
+    classes: tuple[str, ...],
+    on_bad_record: str,
+    write: Callable[[np.ndarray], object],
+) -> tuple[list[str], list[int], list[int], list[SkippedRecord]]:
+    """Each usable record's preprocessed signal goes to ``write``, in order; returns the index."""
+    class_index = {c: i for i, c in enumerate(classes)}
+    ids, labels, lengths, skipped = [], [], [], []
+    for record_id, label in rows:
+        try:
+            signal = preprocess.apply(read_record(record_dir, record_id, label, fs, classes))
+        except BadRecordError as err:
+            if on_bad_record == "raise":
+                raise
+            skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
+            log.warning("skipping %s", err)
+            continue
+        write(signal)
+        ids.append(record_id)
+        labels.append(class_index[label])
+        lengths.append(signal.size)
+    if not ids:
+        raise BadRecordError(record_dir / "REFERENCE.csv", "no usable records (all were skipped)")
+    return ids, labels, lengths, skipped
+
+
+def _index(ids: list[str], labels: list[int], lengths: list[int]) -> dict[str, np.ndarray]:
+    lengths_arr = np.asarray(lengths, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]).astype(np.int64)
+    return {
+        "ids": np.asarray(ids),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "offsets": offsets,
+        "lengths": lengths_arr,
+    }
 
 
 def prepare_records(
@@ -118,57 +135,56 @@ def prepare_records(
     classes: Sequence[str] = ("N", "A", "O", "~"),
     on_bad_record: str = "raise",
 ) -> PreparedRecords:
-    """Read, check and preprocess every record under ``root``, through the on-disk cache."""
+    """Read, check and preprocess every record under ``root``, through the on-disk cache.
+
+    With a cache, signals stream straight into the cache entry's file (no concatenated copy in
+    memory) inside a temporary folder that is renamed into place when complete.
+    """
     if on_bad_record not in {"raise", "skip"}:
         raise ValueError(f"data.on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
     record_dir, rows = iter_reference(root)
     classes = tuple(classes)
-    target = None
-    if cache_dir is not None:
-        key = cache_key(
-            record_dir,
-            rows,
-            {
-                "preprocess": preprocess.as_dict(),
-                "fs": fs,
-                "classes": classes,
-                "on_bad_record": on_bad_record,
-            },
+    args = (record_dir, rows, preprocess, fs, classes, on_bad_record)
+    if cache_dir is None:
+        chunks: list[np.ndarray] = []
+        ids, labels, lengths, skipped = _read_and_preprocess(*args, write=chunks.append)
+        return PreparedRecords(
+            **_index(ids, labels, lengths),
+            signals=np.concatenate(chunks),
+            classes=classes,
+            fs=fs,
+            skipped=skipped,
         )
-        target = Path(cache_dir) / "prepared" / key
-        if (target / "info.json").is_file():
-            log.info("preprocessed records from cache %s", target)
-            return _load(target)
 
-    class_index = {c: i for i, c in enumerate(classes)}
-    ids, labels, lengths, chunks, skipped = [], [], [], [], []
-    for record_id, label in rows:
-        try:
-            record = read_record(record_dir, record_id, label, fs, classes)
-            chunks.append(preprocess.apply(record))
-        except BadRecordError as err:
-            if on_bad_record == "raise":
-                raise
-            skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
-            log.warning("skipping %s", err)
-            continue
-        ids.append(record_id)
-        labels.append(class_index[label])
-        lengths.append(chunks[-1].size)
-    if not ids:
-        raise BadRecordError(record_dir / "REFERENCE.csv", "no usable records (all were skipped)")
-    lengths_arr = np.asarray(lengths, dtype=np.int64)
-    prepared = PreparedRecords(
-        ids=np.asarray(ids),
-        labels=np.asarray(labels, dtype=np.int64),
-        offsets=np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]).astype(np.int64),
-        lengths=lengths_arr,
-        signals=np.concatenate(chunks),
-        classes=classes,
-        fs=fs,
-        skipped=skipped,
-    )
-    if target is not None:
-        _save(prepared, target)
-        prepared.cache_path = target
-    return prepared
+    config = {
+        "preprocess": preprocess.as_dict(),
+        "fs": fs,
+        "classes": classes,
+        "on_bad_record": on_bad_record,
+    }
+    target = Path(cache_dir) / "prepared" / cache_key(record_dir, rows, config)
+    if (target / "info.json").is_file():
+        log.info("preprocessed records from cache %s", target)
+        return _load(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with (tmp / SIGNALS_FILE).open("wb") as f:
+            ids, labels, lengths, skipped = _read_and_preprocess(
+                *args, write=lambda a: a.astype("<f4").tofile(f)
+            )
+        np.savez(tmp / "index.npz", **_index(ids, labels, lengths))
+        info = {
+            "classes": list(classes),
+            "fs": fs,
+            "n_samples": int(sum(lengths)),
+            "skipped": [asdict(s) for s in skipped],
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=1))
+        os.replace(tmp, target)  # atomic on one filesystem; fails if another run got there first
+    except OSError:
+        if not (target / "info.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load(target)

@@ -45,14 +45,16 @@ class WindowDataset(Dataset):
         signals = self.prepared.signals
         if isinstance(signals, np.memmap) and signals.filename:
             state["prepared"] = replace(self.prepared, signals=np.empty(0, dtype=signals.dtype))
-            state["_signals_file"] = signals.filename
+            state["_signals_file"] = (signals.filename, signals.dtype.str, signals.shape)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        path = state.pop("_signals_file", None)
+        signals_file = state.pop("_signals_file", None)
         self.__dict__.update(state)
-        if path is not None:
-            self.prepared = replace(self.prepared, signals=np.load(path, mmap_mode="r"))
+        if signals_file is not None:
+            path, dtype, shape = signals_file
+            signals = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+            self.prepared = replace(self.prepared, signals=signals)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
         """Windows per class."""
