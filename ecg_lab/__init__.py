@@ -2,9 +2,11 @@
 
 import os
 
-# OpenMP threads that spin while waiting slow CPU training ~10x as soon as another process
-# competes for the cores (measured on 2 cores: 55 vs 468 windows/s); waiting passively costs
-# nothing measurable when the machine is idle. Must be set before torch loads; yours wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# libgomp's threads spin ~300k times before sleeping; when another job shares the cores they
+# burn each other's time and CPU training crawls. A short spin keeps full speed on an idle
+# machine and degrades gracefully when shared (bench/omp_wait.py measures both). Must be set
+# before torch loads; your own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"
