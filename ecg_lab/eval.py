@@ -15,8 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ecg_lab.reports import write_test_report
-from ecg_lab.runtime import CONFIG_DIR, instantiate_list, task_wrapper
+from ecg_lab.runtime import CONFIG_DIR, instantiate_list, run_test, task_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +78,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         callbacks=instantiate_list(cfg.get("callbacks")),
         logger=instantiate_list(cfg.get("logger")) or False,
     )
-    logged = trainer.test(model, datamodule=datamodule)[0]
-    model.test_results["loss"] = logged.get("test/loss")
-    write_test_report(
-        model.test_results,
-        output_dir,
-        extra={
-            "task_name": cfg.task_name,
-            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-            "model_name": stored.get("model_name"),
-            "data": data_cfg.get("name"),
-            "data_root": str(datamodule.record_root()),
-            "split": data_cfg.get("split"),
-        },
-    )
-    log.info("test metrics written to %s", output_dir / "test_metrics.json")
+    extra = {
+        "task_name": cfg.task_name,
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "model_name": stored.get("model_name"),
+        "data": data_cfg.get("name"),
+        "data_root": str(datamodule.record_root()),
+        "split": data_cfg.get("split"),
+    }
+    run_test(trainer, model, datamodule, output_dir, extra)
     return {k: v for k, v in model.test_results.items() if isinstance(v, float)}
 
 

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
+from ecg_lab.reports import write_test_report
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +88,19 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[Dict
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python (for checkpoints and JSON)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def run_test(
+    trainer: Any,
+    model: Any,
+    datamodule: Any,
+    output_dir: Path,
+    extra: dict[str, Any],
+    ckpt_path: str | None = None,
+) -> dict[str, Any]:
+    """Test ``model`` (or the weights at ``ckpt_path``), write ``test_metrics.json`` and its plots."""
+    logged = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
+    model.test_results["loss"] = logged.get("test/loss")
+    write_test_report(model.test_results, output_dir, extra=extra)
+    log.info("test metrics written to %s", output_dir / "test_metrics.json")
+    return model.test_results

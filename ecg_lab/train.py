@@ -11,8 +11,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from ecg_lab.reports import write_test_report
-from ecg_lab.runtime import CONFIG_DIR, instantiate_list, task_wrapper, to_container
+from ecg_lab.runtime import CONFIG_DIR, instantiate_list, run_test, task_wrapper, to_container
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +51,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("no best checkpoint (e.g. fast_dev_run); testing the current weights")
-        logged = trainer.test(model, datamodule=datamodule, ckpt_path=best or None)[0]
-        model.test_results["loss"] = logged.get("test/loss")
-        write_test_report(
-            model.test_results,
-            output_dir,
-            extra={
-                "task_name": cfg.task_name,
-                "model_name": cfg.get("model_name"),
-                "data": cfg.data.get("name"),
-                "seed": cfg.seed,
-                "ckpt_path": best or None,
-                "epochs": trainer.current_epoch,
-                "wall_time_s": round(time.perf_counter() - t0, 2),
-            },
-        )
+        extra = {
+            "task_name": cfg.task_name,
+            "model_name": cfg.get("model_name"),
+            "data": cfg.data.get("name"),
+            "seed": cfg.seed,
+            "ckpt_path": best or None,
+            "epochs": trainer.current_epoch,
+            "wall_time_s": round(time.perf_counter() - t0, 2),
+        }
+        run_test(trainer, model, datamodule, output_dir, extra, ckpt_path=best or None)
         metrics.update({f"test/{k}": v for k, v in model.test_results.items() if isinstance(v, float)})
-        log.info("test metrics written to %s", output_dir / "test_metrics.json")
     return metrics
 
 
