@@ -13,9 +13,10 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from ecg_lab.data.physionet2017 import CLASSES
 from ecg_lab.data.prepared import PreparedRecords, prepare_records
 from ecg_lab.data.preprocess import Preprocessing
-from ecg_lab.data.splits import stratified_split, write_split_csv
+from ecg_lab.data.splits import SPLITS, stratified_split, write_split_csv
 from ecg_lab.data.windows import WindowDataset
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class ECGWindowDataModule(pl.LightningDataModule):
         self,
         root: str | Path | None,
         preprocess: Preprocessing | None = None,
-        classes: Sequence[str] = ("N", "A", "O", "~"),
+        classes: Sequence[str] = CLASSES,
         fs: float = 300.0,
         split: str = "stratified",
         split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -105,7 +106,7 @@ class ECGWindowDataModule(pl.LightningDataModule):
             self.record_split = np.full(len(prepared), "test")
         else:
             self.record_split = stratified_split(prepared.labels, self.split_fractions, self.split_seed)
-        for part in ("train", "val", "test"):
+        for part in SPLITS:
             idx = np.flatnonzero(self.record_split == part)
             self.datasets[part] = WindowDataset(prepared, idx, self.preprocess)
         sizes = {

@@ -6,7 +6,6 @@ rate, the sample count, the gain (counts per mV) and the baseline.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,9 +14,14 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from ecg_lab.data.records import BadRecordError, DatasetNotFoundError, Record, SkippedRecord
-
-log = logging.getLogger(__name__)
+from ecg_lab.data.records import (
+    BadRecordError,
+    DatasetNotFoundError,
+    Record,
+    SkippedRecord,
+    check_on_bad_record,
+    skip_or_raise,
+)
 
 CLASSES: tuple[str, ...] = ("N", "A", "O", "~")
 DOWNLOAD_HINT = (
@@ -135,8 +139,7 @@ def read_records(
     on_bad_record: str = "raise",
 ) -> tuple[list[Record], list[SkippedRecord]]:
     """Read every record listed in REFERENCE.csv; bad ones raise or, with ``skip``, are listed."""
-    if on_bad_record not in {"raise", "skip"}:
-        raise ValueError(f"data.on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
+    check_on_bad_record(on_bad_record)
     record_dir, rows = iter_reference(root)
     records: list[Record] = []
     skipped: list[SkippedRecord] = []
@@ -144,10 +147,7 @@ def read_records(
         try:
             records.append(read_record(record_dir, record_id, label, fs, classes))
         except BadRecordError as err:
-            if on_bad_record == "raise":
-                raise
-            skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
-            log.warning("skipping %s", err)
+            skip_or_raise(err, on_bad_record, skipped)
     return records, skipped
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ecg_lab.data.physionet2017 import iter_reference, read_record
+from ecg_lab.data.physionet2017 import CLASSES, iter_reference, read_record
 from ecg_lab.data.preprocess import Preprocessing
-from ecg_lab.data.records import BadRecordError, SkippedRecord
+from ecg_lab.data.records import BadRecordError, SkippedRecord, check_on_bad_record, skip_or_raise
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
@@ -102,10 +102,7 @@ def _read_and_preprocess(
         try:
             signal = preprocess.apply(read_record(record_dir, record_id, label, fs, classes))
         except BadRecordError as err:
-            if on_bad_record == "raise":
-                raise
-            skipped.append(SkippedRecord(record_id, str(err.path), err.problem))
-            log.warning("skipping %s", err)
+            skip_or_raise(err, on_bad_record, skipped)
             continue
         write(signal)
         ids.append(record_id)
@@ -132,7 +129,7 @@ def prepare_records(
     preprocess: Preprocessing,
     cache_dir: Path | str | None,
     fs: float = 300.0,
-    classes: Sequence[str] = ("N", "A", "O", "~"),
+    classes: Sequence[str] = CLASSES,
     on_bad_record: str = "raise",
 ) -> PreparedRecords:
     """Read, check and preprocess every record under ``root``, through the on-disk cache.
@@ -140,8 +137,7 @@ def prepare_records(
     With a cache, signals stream straight into the cache entry's file (no concatenated copy in
     memory) inside a temporary folder that is renamed into place when complete.
     """
-    if on_bad_record not in {"raise", "skip"}:
-        raise ValueError(f"data.on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
+    check_on_bad_record(on_bad_record)
     record_dir, rows = iter_reference(root)
     classes = tuple(classes)
     args = (record_dir, rows, preprocess, fs, classes, on_bad_record)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+ON_BAD_RECORD = ("raise", "skip")
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,17 @@ class SkippedRecord:
     record_id: str
     path: str
     problem: str
+
+
+def check_on_bad_record(value: str) -> None:
+    """Reject an unknown ``data.on_bad_record`` value."""
+    if value not in ON_BAD_RECORD:
+        raise ValueError(f"data.on_bad_record must be one of {ON_BAD_RECORD}, got {value!r}")
+
+
+def skip_or_raise(err: BadRecordError, on_bad_record: str, skipped: list[SkippedRecord]) -> None:
+    """Re-raise ``err`` under ``raise``; under ``skip`` warn and add it to ``skipped``."""
+    if on_bad_record == "raise":
+        raise err
+    skipped.append(SkippedRecord(err.record_id, str(err.path), err.problem))
+    log.warning("skipping %s", err)

@@ -41,11 +41,12 @@ import numpy as np
 import scipy.io
 import scipy.signal
 
+from ecg_lab.data.physionet2017 import CLASSES
+
 log = logging.getLogger(__name__)
 
 #: Bump whenever the generated signals or files change, so cached datasets are regenerated.
 GENERATOR_VERSION = 1
-CLASSES: tuple[str, ...] = ("N", "A", "O", "~")
 GAIN = 1000  # counts per mV, as in the real data
 
 
