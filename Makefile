@@ -5,8 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+# sweeps: make ablation / make seeds [DATA=physionet2017] [ARGS="trainer.max_epochs=5 ..."]
+DATA ?= synthetic
+MODELS ?= glob(*)
+MODEL ?= cnn_lstm
+SEEDS ?= 42,123,1
+RUNS ?= multirun
 
-.PHONY: venv train eval test test-slow test-all lint bench clean
+.PHONY: venv train eval test test-slow test-all lint bench clean ablation seeds report
 
 venv: $(STAMP)
 
@@ -22,6 +28,18 @@ train: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m ecg_lab.eval $(ARGS)
+
+# all twelve model configs (conf/model/*.yaml), one Hydra multirun
+ablation: $(STAMP)
+	$(PY) -m ecg_lab.train -m data=$(DATA) 'model=$(MODELS)' $(ARGS)
+
+# one model over seeds 42, 123 and 1
+seeds: $(STAMP)
+	$(PY) -m ecg_lab.train -m data=$(DATA) model=$(MODEL) seed=$(SEEDS) $(ARGS)
+
+# results_table.{csv,md} and plots over finished runs (default: everything under multirun/)
+report: $(STAMP)
+	$(PY) -m ecg_lab.report $(RUNS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

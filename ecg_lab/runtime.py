@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -14,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
-from ecg_lab.reports import write_test_report
+from ecg_lab.reports import write_json, write_test_report
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,30 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip")  # an advertisement, not information
 )
 
-if not OmegaConf.has_resolver("len"):
-    OmegaConf.register_new_resolver("len", lambda seq: len(seq))
+def sweep_group() -> str | None:
+    """In a multirun, a name for the whole sweep (from its folder: ``<date>_<time>``); else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"{sweep_dir.parent.name}_{sweep_dir.name}"
+
+
+def job_name(default: str) -> str:
+    """In a multirun, the job's overrides (``model=gru,seed=1``); else ``default``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return default
+    return HydraConfig.get().job.override_dirname or default
+
+
+for _name, _fn in {"len": lambda seq: len(seq), "sweep_group": sweep_group, "job_name": job_name}.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def instantiate_list(group: DictConfig | None, **kwargs: Any) -> list[Any]:
@@ -59,26 +83,83 @@ def close_loggers() -> None:
         wandb.finish()
 
 
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed run (DDP children carry the env)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of the current Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+class RunStatus:
+    """``run_status.json`` in the run folder: running → completed | failed (with the error).
+
+    Sweep reports read it, so a job that failed inside a multirun shows up as failed.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.path = Path(cfg.paths.output_dir) / "run_status.json"
+        self.enabled = is_rank_zero()
+        self.t0 = time.perf_counter()
+        self.payload: dict[str, Any] = {
+            "status": "running",
+            "error": None,
+            "task_name": cfg.get("task_name"),
+            "overrides": task_overrides(),
+            "started": dt.datetime.now().isoformat(timespec="seconds"),
+            "ended": None,
+            "wall_time_s": None,
+            "output_dir": str(Path(cfg.paths.output_dir).resolve()),
+        }
+        self._write()
+
+    def _write(self) -> None:
+        if self.enabled:
+            write_json(self.path, self.payload)
+
+    def end(self, error: BaseException | None = None) -> float:
+        """Record the outcome; returns the wall time in seconds."""
+        elapsed = time.perf_counter() - self.t0
+        self.payload.update(
+            status="failed" if error is not None else "completed",
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            ended=dt.datetime.now().isoformat(timespec="seconds"),
+            wall_time_s=round(elapsed, 2),
+        )
+        self._write()
+        return elapsed
+
+
 def task_wrapper(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
-    """Run a task, log how it ended and how long it took, and always close the loggers."""
+    """Run a task; record how it ended in ``run_status.json``; always close the loggers."""
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> dict[str, Any]:
-        t0 = time.perf_counter()
+        status = RunStatus(cfg)
+        error: BaseException | None = None
         try:
             return task(cfg)
         except (DatasetNotFoundError, BadRecordError) as err:  # bad input: the message says it all
+            error = err
             log.error("task %s failed: %s", cfg.get("task_name", task.__name__), err)
             raise
-        except Exception:
+        except BaseException as err:
+            error = err
             log.exception("task %s failed", cfg.get("task_name", task.__name__))
             raise
         finally:
             close_loggers()
+            elapsed = status.end(error)
             log.info(
                 "task %s ended after %.1f s; output in %s",
                 cfg.get("task_name", task.__name__),
-                time.perf_counter() - t0,
+                elapsed,
                 cfg.paths.output_dir,
             )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 
 from ecg_lab.runtime import CONFIG_DIR, instantiate_list, run_test, task_wrapper, to_container
@@ -28,6 +29,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; writes the run's reports; returns the metrics."""
     t0 = time.perf_counter()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, model = build(cfg)

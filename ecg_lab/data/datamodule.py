@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from ecg_lab.data.physionet2017 import CLASSES
 from ecg_lab.data.prepared import PreparedRecords, prepare_records
 from ecg_lab.data.preprocess import Preprocessing
-from ecg_lab.data.splits import SPLITS, stratified_split, write_split_csv
+from ecg_lab.data.splits import SPLITS, kfold_split, stratified_split, write_split_csv
 from ecg_lab.data.windows import WindowDataset
 
 if TYPE_CHECKING:
@@ -30,8 +30,9 @@ class ECGWindowDataModule(pl.LightningDataModule):
     """Windows of PhysioNet-2017-layout records, split by record.
 
     ``split="stratified"``: train/val/test by record, stratified by label, ``split_fractions``
-    with ``split_seed``. ``split="all"``: every record is in the test set (evaluation of a
-    folder never seen in training).
+    with ``split_seed``; with ``folds=k``, stratified k-fold instead: fold ``fold`` is the test
+    set and the other records are split train/val (sweep ``data.fold=0,1,...,k-1``).
+    ``split="all"``: every record is in the test set (evaluation of a folder never seen in training).
     """
 
     def __init__(
@@ -43,6 +44,8 @@ class ECGWindowDataModule(pl.LightningDataModule):
         split: str = "stratified",
         split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
         split_seed: int = 42,
+        folds: int | None = None,
+        fold: int = 0,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -64,6 +67,10 @@ class ECGWindowDataModule(pl.LightningDataModule):
         self.split = split
         self.split_fractions = tuple(split_fractions)
         self.split_seed = split_seed
+        self.folds = folds
+        self.fold = fold
+        if folds is not None:
+            kfold_split(np.zeros(0, dtype=int), folds, fold)  # check the keys before any work
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -104,6 +111,10 @@ class ECGWindowDataModule(pl.LightningDataModule):
         prepared = self._prepare()
         if self.split == "all":
             self.record_split = np.full(len(prepared), "test")
+        elif self.folds is not None:
+            self.record_split = kfold_split(
+                prepared.labels, self.folds, self.fold, self.split_fractions, self.split_seed
+            )
         else:
             self.record_split = stratified_split(prepared.labels, self.split_fractions, self.split_seed)
         for part in SPLITS:
