@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +32,7 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip")  # an advertisement, not information
 )
 
+
 def sweep_group() -> str | None:
     """In a multirun, a name for the whole sweep (from its folder: ``<date>_<time>``); else None."""
     from hydra.core.hydra_config import HydraConfig
@@ -51,7 +54,16 @@ def job_name(default: str) -> str:
     return HydraConfig.get().job.override_dirname or default
 
 
-for _name, _fn in {"len": lambda seq: len(seq), "sweep_group": sweep_group, "job_name": job_name}.items():
+def short_dirname(name: str, limit: int = 200) -> str:
+    """A folder name of at most ``limit`` characters: long override lists keep their start and a hash."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - 11]}~{digest}"
+
+
+_RESOLVERS = {"len": len, "sweep_group": sweep_group, "job_name": job_name, "short_dirname": short_dirname}
+for _name, _fn in _RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -70,6 +82,26 @@ def instantiate_list(group: DictConfig | None, **kwargs: Any) -> list[Any]:
             raise ValueError(f"config node {name!r} has no _target_; every callback/logger needs one")
         objs.append(hydra.utils.instantiate(node, **kwargs))
     return objs
+
+
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def end_distributed(env_before: dict[str, str | None]) -> None:
+    """Tear down a DDP process group and the variables Lightning set to start its ranks.
+
+    Lightning's launcher exports ``LOCAL_RANK`` & co. in rank 0's own environment; left there, the
+    next job of a sequential multirun would take its ranks as started externally and wait forever.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in env_before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def close_loggers() -> None:
@@ -95,6 +127,24 @@ def task_overrides() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
+
+
+def ranks_start_in_this_job() -> None:
+    """Make Lightning's DDP start a multirun job's extra ranks as single runs in this job's folder.
+
+    Lightning re-runs the command line for ranks 1..n with ``hydra.run.dir`` set to this run's
+    folder; in a multirun that command line is the whole sweep and the run folder is not the job's.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
 class RunStatus:
@@ -142,6 +192,7 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[Dict
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> dict[str, Any]:
         status = RunStatus(cfg)
+        ddp_env = {k: os.environ.get(k) for k in DDP_ENV}
         error: BaseException | None = None
         try:
             return task(cfg)
@@ -155,6 +206,7 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[Dict
             raise
         finally:
             close_loggers()
+            end_distributed(ddp_env)
             elapsed = status.end(error)
             log.info(
                 "task %s ended after %.1f s; output in %s",
@@ -182,6 +234,7 @@ def run_test(
     """Test ``model`` (or the weights at ``ckpt_path``), write ``test_metrics.json`` and its plots."""
     logged = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
     model.test_results["loss"] = logged.get("test/loss")
-    write_test_report(model.test_results, output_dir, extra=extra)
-    log.info("test metrics written to %s", output_dir / "test_metrics.json")
+    if trainer.is_global_zero:  # results are already gathered from every rank
+        write_test_report(model.test_results, output_dir, extra=extra)
+        log.info("test metrics written to %s", output_dir / "test_metrics.json")
     return model.test_results

@@ -12,7 +12,14 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from ecg_lab.runtime import CONFIG_DIR, instantiate_list, run_test, task_wrapper, to_container
+from ecg_lab.runtime import (
+    CONFIG_DIR,
+    instantiate_list,
+    ranks_start_in_this_job,
+    run_test,
+    task_wrapper,
+    to_container,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         f"({cfg.get('model_name', '')}): {model.n_params:,} parameters",
         flush=True,
     )
+    if "ddp" in str(cfg.trainer.get("strategy", "")):
+        ranks_start_in_this_job()
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -49,6 +58,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
+        metrics[ckpt.monitor] = float(ckpt.best_model_score)  # sweepers score the best epoch, as tested
 
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -81,4 +81,14 @@ def test_eval_config_composes(tmp_path: Path, cache_dir: Path) -> None:
 
 def test_hydra_run_and_sweep_dirs_carry_microseconds() -> None:
     text = (REPO / "conf" / "hydra" / "default.yaml").read_text()
-    assert "%H-%M-%S-%f" in text and "${hydra.job.num}_${hydra.job.override_dirname}" in text
+    assert "%H-%M-%S-%f" in text and "${hydra.job.num}_${short_dirname:${hydra.job.override_dirname}}" in text
+
+
+def test_long_override_lists_make_short_unique_folder_names() -> None:
+    from ecg_lab.runtime import short_dirname
+
+    assert short_dirname("model=gru,seed=1") == "model=gru,seed=1"
+    long_a = ",".join(f"data.synthetic.option_{i}=value" for i in range(20)) + ",seed=1"
+    long_b = long_a[:-1] + "2"
+    assert len(short_dirname(long_a)) == 200 and len(short_dirname(long_a).encode()) < 250
+    assert short_dirname(long_a) != short_dirname(long_b)  # the hash tells them apart

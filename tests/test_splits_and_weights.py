@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ecg_lab.data.datamodule import ECGWindowDataModule
-from ecg_lab.data.splits import stratified_split
+from ecg_lab.data.splits import kfold_split, stratified_split
 from tests.helpers import write_dataset
 
 
@@ -94,3 +94,100 @@ def test_window_dataset_pickles_cache_as_path_for_spawned_workers(datamodule: EC
     x, y, r = clone[3]
     x0, y0, r0 = ds[3]
     assert (x == x0).all() and (y, r) == (y0, r0)
+
+
+# -- stratified k-fold by record ----------------------------------------------------------------
+
+KFOLD_COUNTS = [203, 41, 100, 22]  # uneven, so folds differ by one record in some classes
+KFOLD_LABELS = np.repeat([0, 1, 2, 3], KFOLD_COUNTS)
+
+
+def test_kfold_test_sets_partition_the_records() -> None:
+    tests = [kfold_split(KFOLD_LABELS, 5, k) == "test" for k in range(5)]
+    assert (np.sum(tests, axis=0) == 1).all()  # disjoint, and every record once
+
+
+def test_kfold_test_sets_are_stratified() -> None:
+    per_fold = np.array(
+        [np.bincount(KFOLD_LABELS[kfold_split(KFOLD_LABELS, 5, k) == "test"], minlength=4) for k in range(5)]
+    )
+    assert (per_fold.max(axis=0) - per_fold.min(axis=0) <= 1).all()
+    assert (per_fold.sum(axis=0) == KFOLD_COUNTS).all()
+
+
+@pytest.mark.parametrize("fold", range(5))
+def test_kfold_train_val_split_the_rest_in_proportion(fold: int) -> None:
+    parts = kfold_split(KFOLD_LABELS, 5, fold, (0.7, 0.15, 0.15))
+    assert set(parts) == {"train", "val", "test"}  # one name per record: the three partition them
+    for cls in range(4):
+        p = parts[KFOLD_LABELS == cls]
+        rest = (p != "test").sum()
+        assert (p == "train").sum() + (p == "val").sum() == rest
+        assert abs((p == "val").sum() - 0.15 / 0.85 * rest) <= 0.5 + 1e-9
+
+
+def test_kfold_is_reproducible_and_seeded() -> None:
+    a = kfold_split(KFOLD_LABELS, 5, 2, seed=7)
+    assert np.array_equal(a, kfold_split(KFOLD_LABELS, 5, 2, seed=7))
+    assert not np.array_equal(a, kfold_split(KFOLD_LABELS, 5, 2, seed=8))
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "key"),
+    [
+        (1, 0, "folds"),
+        (0, 0, "folds"),
+        (2.5, 0, "folds"),
+        ("5", 0, "folds"),
+        (5, 5, "fold"),
+        (5, -1, "fold"),
+        (5, 1.0, "fold"),
+        (5, "1", "fold"),
+    ],
+)
+def test_bad_kfold_values_name_the_config_key(folds: object, fold: object, key: str) -> None:
+    pattern = rf"^data\.{key}\b"
+    with pytest.raises(ValueError, match=pattern):
+        kfold_split(KFOLD_LABELS, folds, fold)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=pattern):  # the datamodule checks before any work
+        ECGWindowDataModule("unused", folds=folds, fold=fold)  # type: ignore[arg-type]
+
+
+def test_kfold_config_keys_reach_the_datamodule(train_cfg) -> None:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    dm = instantiate(train_cfg("data.folds=5", "data.fold=3").data)
+    assert (dm.folds, dm.fold) == (5, 3)
+    with pytest.raises(InstantiationException, match=r"data\.fold must"):
+        instantiate(train_cfg("data.folds=5", "data.fold=5").data)
+
+
+@pytest.fixture(scope="module")
+def kfold_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """42 records (N, A, O, ~ in 3:1:2:1), and one preprocessing cache for every fold."""
+    tmp = tmp_path_factory.mktemp("kfold")
+    labels = {f"A{i:05d}": "NNNAOO~"[i % 7] for i in range(1, 43)}
+    return write_dataset(tmp / "d", labels, n=6000), tmp / "cache"
+
+
+def test_kfold_datamodule_writes_the_folds_split(kfold_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    root, cache = kfold_dataset
+    test_records: list[set[str]] = []
+    for k in range(5):
+        run = tmp_path / f"fold{k}"
+        dm = ECGWindowDataModule(root, cache_dir=cache, run_dir=run, batch_size=8, folds=5, fold=k)
+        dm.setup()
+        rows = list(csv.DictReader((run / "split.csv").open()))
+        assert len(rows) == 42
+        labels = np.array([dm.classes.index(r["label"]) for r in rows])
+        expected = kfold_split(labels, 5, k, dm.split_fractions, dm.split_seed)
+        assert [r["split"] for r in rows] == expected.tolist()
+        test_records.append({r["record"] for r in rows if r["split"] == "test"})
+        # no record has windows in two splits, and each split's windows are its records'
+        ids = dm.record_ids()
+        seen = {part: {ids[r] for r in ds.records.tolist()} for part, ds in dm.datasets.items()}
+        assert all(seen.values())
+        assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"] or seen["val"] & seen["test"])
+        assert seen["test"] == test_records[-1]
+    assert sum(len(s) for s in test_records) == 42 and len(set().union(*test_records)) == 42

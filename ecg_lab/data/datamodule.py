@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from ecg_lab.data.physionet2017 import CLASSES
@@ -127,6 +128,7 @@ class ECGWindowDataModule(pl.LightningDataModule):
         log.info("data %s: %s", self.name, sizes)
         self.write_run_files()
 
+    @rank_zero_only
     def write_run_files(self) -> None:
         """Write ``split.csv`` and, when any were skipped, ``skipped_records.csv`` into the run folder."""
         if self.run_dir is None or self.prepared is None or self.record_split is None:

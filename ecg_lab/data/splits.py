@@ -52,7 +52,7 @@ def kfold_split(
     if not isinstance(folds, int) or folds < 2:
         raise ValueError(f"data.folds must be an integer >= 2 (or null for no k-fold), got {folds!r}")
     if not isinstance(fold, int) or not 0 <= fold < folds:
-        raise ValueError(f"data.fold must be an integer in 0..{folds - 1} for data.folds={folds}, got {fold!r}")
+        raise ValueError(f"data.fold must be in 0..{folds - 1} for data.folds={folds}, got {fold!r}")
     fr = np.asarray(fractions, dtype=float)
     val_share = fr[1] / (fr[0] + fr[1])
     rng = np.random.default_rng(seed)
