@@ -31,11 +31,11 @@ eval: $(STAMP)
 
 # all twelve model configs (conf/model/*.yaml), one Hydra multirun
 ablation: $(STAMP)
-	$(PY) -m ecg_lab.train -m data=$(DATA) 'model=$(MODELS)' $(ARGS)
+	$(PY) -m ecg_lab.train -m $(ARGS) data=$(DATA) 'model=$(MODELS)'
 
 # one model over seeds 42, 123 and 1
 seeds: $(STAMP)
-	$(PY) -m ecg_lab.train -m data=$(DATA) model=$(MODEL) seed=$(SEEDS) $(ARGS)
+	$(PY) -m ecg_lab.train -m $(ARGS) data=$(DATA) model=$(MODEL) seed=$(SEEDS)
 
 # results_table.{csv,md} and plots over finished runs (default: everything under multirun/)
 report: $(STAMP)

@@ -22,7 +22,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import SMALL_SYNTHETIC
+from ecg_lab import report
+from tests.conftest import REPO, SMALL_SYNTHETIC
 
 TINY_SETTINGS = [
     *SMALL_SYNTHETIC,
@@ -121,7 +122,6 @@ def test_joblib_sweep_fails_after_the_batch_but_every_other_job_finishes(joblib_
 
 
 def test_report_over_the_joblib_sweep(joblib_sweep, capsys: pytest.CaptureFixture) -> None:
-    from ecg_lab import report
 
     sweep, _ = joblib_sweep
     assert report.main([str(sweep)]) == 0
@@ -315,3 +315,19 @@ def test_wandb_runs_of_a_sweep_share_its_group_and_are_named_by_overrides(
         exits = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
         assert len(exits) == 1 and exits[0].exit_code == 0  # wandb.finish() ran
         assert "summary" in kinds and "history" in kinds
+
+
+def test_make_ablation_runs_all_twelve_models_and_the_report_has_a_row_each(
+    tmp_path: Path, tiny_conf: Path
+) -> None:
+    sweep = tmp_path / "ablation"
+    args = f"-cd {tiny_conf} -cn tiny hydra.sweep.dir={sweep} trainer.limit_train_batches=1"
+    run(["make", "-C", str(REPO), "ablation", f"ARGS={args}"], tmp_path)
+    jobs = jobs_in(sweep)
+    models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+    assert len(models) == 12 and sorted(j.split("model=")[1].split(",")[0] for j in jobs) == models
+    assert all(status(job)["status"] == "completed" for job in jobs.values())
+    assert report.main([str(sweep)]) == 0
+    with (sweep / "results_table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["model"] for r in rows) == models and all(r["n_failed"] == "0" for r in rows)
