@@ -183,6 +183,8 @@ def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
     fold = _as_int(
         _first(_dig(cfg, "data.fold"), _override_value(overrides, "data.fold"), _plain(metrics.get("fold")))
     )
+    if _first(_dig(cfg, "data.folds"), _override_value(overrides, "data.folds")) is None:
+        fold = None  # data.fold means nothing without data.folds
 
     status = str((status_info or {}).get("status") or "")
     error = (status_info or {}).get("error")
