@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
 from ecg_lab.reports import write_json, write_test_report
@@ -33,25 +34,29 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 )
 
 
-def sweep_group() -> str | None:
-    """In a multirun, a name for the whole sweep (from its folder: ``<date>_<time>``); else None."""
+def multirun_config() -> Any | None:
+    """The Hydra config of the current job when it is part of a multirun; else None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return HydraConfig.get()
+
+
+def sweep_group() -> str | None:
+    """In a multirun, a name for the whole sweep (from its folder: ``<date>_<time>``); else None."""
+    hydra_cfg = multirun_config()
+    if hydra_cfg is None:
+        return None
+    sweep_dir = Path(hydra_cfg.sweep.dir)
     return f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
 def job_name(default: str) -> str:
     """In a multirun, the job's overrides (``model=gru,seed=1``); else ``default``."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return default
-    return HydraConfig.get().job.override_dirname or default
+    hydra_cfg = multirun_config()
+    return (hydra_cfg.job.override_dirname or default) if hydra_cfg is not None else default
 
 
 def short_dirname(name: str, limit: int = 200) -> str:
@@ -115,11 +120,6 @@ def close_loggers() -> None:
         wandb.finish()
 
 
-def is_rank_zero() -> bool:
-    """True unless this process is a non-zero rank of a distributed run (DDP children carry the env)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-
-
 def task_overrides() -> list[str]:
     """The command-line overrides of the current Hydra job (empty outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
@@ -135,13 +135,11 @@ def ranks_start_in_this_job() -> None:
     Lightning re-runs the command line for ranks 1..n with ``hydra.run.dir`` set to this run's
     folder; in a multirun that command line is the whole sweep and the run folder is not the job's.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from omegaconf import read_write
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    hydra_cfg = multirun_config()
+    if hydra_cfg is None:
         return
-    hydra_cfg = HydraConfig.get()
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
@@ -155,7 +153,7 @@ class RunStatus:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.path = Path(cfg.paths.output_dir) / "run_status.json"
-        self.enabled = is_rank_zero()
+        self.enabled = rank_zero_only.rank == 0  # DDP ranks 1..n share the folder
         self.t0 = time.perf_counter()
         self.payload: dict[str, Any] = {
             "status": "running",

@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics[ckpt.monitor] = float(ckpt.best_model_score)  # sweepers score the best epoch, as tested
 
     if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = ckpt.best_model_path if ckpt is not None else ""
         if not best:
             log.warning("no best checkpoint (e.g. fast_dev_run); testing the current weights")
         extra = {

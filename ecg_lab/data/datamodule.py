@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from ecg_lab.data.physionet2017 import CLASSES
 from ecg_lab.data.prepared import PreparedRecords, prepare_records
 from ecg_lab.data.preprocess import Preprocessing
-from ecg_lab.data.splits import SPLITS, kfold_split, stratified_split, write_split_csv
+from ecg_lab.data.splits import SPLITS, check_folds, kfold_split, stratified_split, write_split_csv
 from ecg_lab.data.windows import WindowDataset
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class ECGWindowDataModule(pl.LightningDataModule):
         self.folds = folds
         self.fold = fold
         if folds is not None:
-            kfold_split(np.zeros(0, dtype=int), folds, fold)  # check the keys before any work
+            check_folds(folds, fold)  # before any work
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
-from ecg_lab.data.records import BadRecordError, Record
+from ecg_lab.data.records import BadRecordError, Record, check_signal
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,7 @@ class Preprocessing:
         """Check, filter and normalise one record; returns float32. Raises BadRecordError."""
         where = record.path or record.record_id
         signal = record.signal
-        if not np.all(np.isfinite(signal)):
-            raise BadRecordError(where, "signal contains NaN or infinite values", record.record_id)
+        check_signal(signal, where, record.record_id, self.flat_std)
         if signal.size < self.window:
             raise BadRecordError(
                 where,
@@ -96,8 +95,6 @@ class Preprocessing:
                 "shorten data.preprocess.window or use data.on_bad_record=skip",
                 record.record_id,
             )
-        if float(np.std(signal)) <= self.flat_std:
-            raise BadRecordError(where, "signal is flat (zero variance)", record.record_id)
         out = self.filter(signal.astype(np.float64), record.fs)
         if self.zscore:
             std = out.std()

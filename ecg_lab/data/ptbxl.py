@@ -23,6 +23,7 @@ from ecg_lab.data.records import (
     Record,
     SkippedRecord,
     check_on_bad_record,
+    check_signal,
     skip_or_raise,
 )
 
@@ -194,10 +195,7 @@ def read_record(
         signal = signal / 1000.0
     elif units.lower() != "mv":
         raise BadRecordError(dat, f"lead {leads[i]} is in {units!r}, expected mV", rid)
-    if np.isnan(signal).any():
-        raise BadRecordError(dat, f"lead {leads[i]} holds NaN samples", rid)
-    if np.ptp(signal) == 0:
-        raise BadRecordError(dat, f"lead {leads[i]} is flat (constant {signal[0]:g} mV)", rid)
+    check_signal(signal, dat, rid)
     return Record(
         record_id=rid, signal=signal.astype(np.float32), fs=float(rec.fs), label=label, path=str(dat)
     )

@@ -50,6 +50,14 @@ class SkippedRecord:
     problem: str
 
 
+def check_signal(signal: np.ndarray, where: Path | str, record_id: str, flat_std: float = 1e-6) -> None:
+    """Raise BadRecordError for a signal with NaN or infinite samples, or a flat one."""
+    if not np.all(np.isfinite(signal)):
+        raise BadRecordError(where, "signal contains NaN or infinite values", record_id)
+    if float(np.std(signal)) <= flat_std:
+        raise BadRecordError(where, "signal is flat (zero variance)", record_id)
+
+
 def check_on_bad_record(value: str) -> None:
     """Reject an unknown ``data.on_bad_record`` value."""
     if value not in ON_BAD_RECORD:

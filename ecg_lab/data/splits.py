@@ -35,6 +35,14 @@ def stratified_split(
     return out.astype(str)
 
 
+def check_folds(folds: int, fold: int) -> None:
+    """Reject ``data.folds`` / ``data.fold`` values that do not name one of k >= 2 folds."""
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"data.folds must be an integer >= 2 (or null for no k-fold), got {folds!r}")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"data.fold must be in 0..{folds - 1} for data.folds={folds}, got {fold!r}")
+
+
 def kfold_split(
     labels: np.ndarray,
     folds: int,
@@ -49,10 +57,7 @@ def kfold_split(
     Validation takes ``fractions[1] / (fractions[0] + fractions[1])`` of the remaining records of
     each class (for early stopping); the rest trains.
     """
-    if not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"data.folds must be an integer >= 2 (or null for no k-fold), got {folds!r}")
-    if not isinstance(fold, int) or not 0 <= fold < folds:
-        raise ValueError(f"data.fold must be in 0..{folds - 1} for data.folds={folds}, got {fold!r}")
+    check_folds(folds, fold)
     fr = np.asarray(fractions, dtype=float)
     val_share = fr[1] / (fr[0] + fr[1])
     rng = np.random.default_rng(seed)

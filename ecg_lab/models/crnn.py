@@ -111,15 +111,12 @@ class CRNN(nn.Module):
         else:
             out, _ = self.rnn(f)
             out = self.norm(out)
-            if (
-                self.readout == "last"
-            ):  # each direction's final state: forward at the end, backward at the start
+            if self.readout == "last" and self.rnn.bidirectional:
+                # each direction's final state: forward at the end, backward at the start
                 h = out.shape[-1] // 2
-                z = (
-                    torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=-1)
-                    if self.rnn.bidirectional
-                    else out[:, -1]
-                )
+                z = torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=-1)
+            elif self.readout == "last":
+                z = out[:, -1]
             elif self.readout == "mean":
                 z = out.mean(dim=1)
             else:
