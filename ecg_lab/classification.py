@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch import nn
 from ecg_lab.losses import WeightedCrossEntropy
 from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
 from ecg_lab.models.crnn import count_parameters
+from ecg_lab.reports import plot_confusion_matrices
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 class ECGClassifier(pl.LightningModule):
     """Trains ``net`` with ``loss``; logs weighted F1, AUROC, accuracy, per-class sensitivity and
     specificity at window level, and the Challenge's F1 at recording level."""
+
+    TASK = "classification"
+    CURVES = ("loss", "f1")  # drawn in training_curves.png
 
     def __init__(
         self,
@@ -150,6 +155,10 @@ class ECGClassifier(pl.LightningModule):
         results = self._eval_epoch_end("test")
         results["n_windows"] = int(np.sum(results["confusion_matrix"]))
         self.test_results = {"classes": list(self.classes), "n_params": self.n_params, **results}
+
+    def write_test_figures(self, output_dir: Path) -> list[Path]:
+        """The test confusion matrices (windows and recordings) as PNGs."""
+        return plot_confusion_matrices(self.test_results, output_dir)
 
     # -- checkpoints carry the config --------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -46,6 +46,21 @@ def model_from_checkpoint(
     return model, stored
 
 
+#: data keys that shape what the model sees; evaluating with other values than in training is suspect
+SIGNAL_KEYS = ("preprocess", "fs", "window", "stride", "input", "analytic", "cleaning")
+
+
+def warn_if_signals_differ(data_cfg: DictConfig, stored: DictConfig) -> None:
+    """Warn for each signal-shaping data key that differs from the one the checkpoint was trained with."""
+    for key in SIGNAL_KEYS:
+        given = OmegaConf.to_container(data_cfg, resolve=True).get(key)  # type: ignore[union-attr]
+        trained = OmegaConf.to_container(stored).get(key)  # type: ignore[union-attr]
+        if given != trained:
+            log.warning(
+                "data.%s differs from the one the checkpoint was trained with: %s vs %s", key, given, trained
+            )
+
+
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint on the configured data and write ``test_metrics.json`` and plots."""
@@ -56,20 +71,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     model, stored = model_from_checkpoint(cfg.ckpt_path, cfg.get("model"), cfg.get("loss"))
     data_cfg = cfg.data if cfg.get("data") is not None else stored.data
-    if cfg.get("data") is not None and OmegaConf.to_container(
-        cfg.data.preprocess, resolve=True
-    ) != OmegaConf.to_container(stored.data.preprocess):
-        log.warning(
-            "data.preprocess differs from the one the checkpoint was trained with: %s vs %s",
-            OmegaConf.to_container(cfg.data.preprocess, resolve=True),
-            stored.data.preprocess,
-        )
+    if cfg.get("data") is not None:
+        warn_if_signals_differ(cfg.data, stored.data)
     data_cfg = data_cfg.copy()
     with open_dict(data_cfg):
         data_cfg.run_dir = str(output_dir)
         data_cfg.cache_dir = cfg.paths.cache_dir
     datamodule = hydra.utils.instantiate(data_cfg)
-    if tuple(datamodule.classes) != tuple(model.classes):
+    if hasattr(model, "classes") and tuple(datamodule.classes) != tuple(model.classes):
         raise ValueError(
             f"data.classes {list(datamodule.classes)} differ from the checkpoint's {list(model.classes)}"
         )
@@ -83,7 +92,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
         "model_name": stored.get("model_name"),
         "data": data_cfg.get("name"),
-        "data_root": str(datamodule.record_root()),
+        "data_root": str(datamodule.record_root())
+        if hasattr(datamodule, "record_root")
+        else datamodule.roots(),
         "split": data_cfg.get("split"),
     }
     run_test(trainer, model, datamodule, output_dir, extra)

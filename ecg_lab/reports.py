@@ -68,26 +68,29 @@ def plot_training_curves(
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def write_test_report(results: dict[str, Any], output_dir: Path, extra: dict[str, Any] | None = None) -> Path:
-    """``test_metrics.json`` plus the window- and record-level confusion-matrix PNGs."""
-    payload = {**(extra or {}), **results}
-    path = write_json(output_dir / "test_metrics.json", payload)
+def plot_confusion_matrices(results: dict[str, Any], output_dir: Path) -> list[Path]:
+    """The window- and (when present) record-level confusion-matrix PNGs of a classifier's test results."""
     classes = results["classes"]
-    plot_confusion_matrix(
-        results["confusion_matrix"], classes, output_dir / "confusion_matrix.png", "test windows"
-    )
-    if "record_confusion_matrix" in results:
+    paths = [
         plot_confusion_matrix(
-            results["record_confusion_matrix"],
-            classes,
-            output_dir / "confusion_matrix_records.png",
-            "test recordings",
+            results["confusion_matrix"], classes, output_dir / "confusion_matrix.png", "test windows"
         )
-    return path
+    ]
+    if "record_confusion_matrix" in results:
+        paths.append(
+            plot_confusion_matrix(
+                results["record_confusion_matrix"],
+                classes,
+                output_dir / "confusion_matrix_records.png",
+                "test recordings",
+            )
+        )
+    return paths

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
-from ecg_lab.reports import write_json, write_test_report
+from ecg_lab.reports import write_json
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,10 @@ def run_test(
 ) -> dict[str, Any]:
     """Test ``model`` (or the weights at ``ckpt_path``), write ``test_metrics.json`` and its plots."""
     logged = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
-    model.test_results["loss"] = logged.get("test/loss")
+    for key, value in logged.items():  # epoch means of step-logged values (loss, ...)
+        model.test_results.setdefault(key.removeprefix("test/"), value)
     if trainer.is_global_zero:  # results are already gathered from every rank
-        write_test_report(model.test_results, output_dir, extra=extra)
+        write_json(output_dir / "test_metrics.json", {**extra, **model.test_results})
+        model.write_test_figures(output_dir)
         log.info("test metrics written to %s", output_dir / "test_metrics.json")
     return model.test_results

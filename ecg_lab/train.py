@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from ecg_lab.checks import check_task_config
 from ecg_lab.runtime import (
     CONFIG_DIR,
     instantiate_list,
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Data and model from config; the model carries the resolved config for its checkpoints."""
+    check_task_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
     model.run_config = to_container(cfg)
@@ -38,6 +40,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    torch.set_flush_denormal(True)  # denormal gradients slow CPU LSTM backward passes several-fold
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, model = build(cfg)

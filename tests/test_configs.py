@@ -6,8 +6,10 @@ from pathlib import Path
 
 import hydra
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from ecg_lab.checks import check_task_config, task_of
 from ecg_lab.runtime import instantiate_list
 from tests.conftest import REPO, compose_config
 
@@ -36,14 +38,45 @@ def test_train_defaults_are_the_specs(tmp_path: Path, cache_dir: Path) -> None:
     assert set(cfg) >= {"seed", "task_name", "tags", "ckpt_path"}
 
 
-@pytest.mark.parametrize("data", options("data"))
-@pytest.mark.parametrize("model", options("model"))
+def task_options(group: str, task: str) -> list[str]:
+    """The options of ``group`` that belong to ``task`` (composed within the training config)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return [n for n in options(group) if task_of(compose("train", [f"{group}={n}"])[group]) == task]
+
+
+CLASSIFICATION = {g: task_options(g, "classification") for g in ("data", "model", "loss")}
+GENERATION = {g: task_options(g, "generation") for g in ("data", "model", "loss")}
+
+
+def test_every_option_belongs_to_a_task() -> None:
+    for group in ("data", "model", "loss"):
+        assert sorted(CLASSIFICATION[group] + GENERATION[group]) == options(group), group
+    assert GENERATION == {
+        "data": ["normal_ecg", "physionet2017_normal", "ptbxl", "synthetic_normal"],
+        "model": ["lstm_vae"],
+        "loss": ["morph_mse"],
+    }
+
+
+@pytest.mark.parametrize("data", CLASSIFICATION["data"])
+@pytest.mark.parametrize("model", CLASSIFICATION["model"])
 def test_data_model_loss_instantiate(data: str, model: str, tmp_path: Path, cache_dir: Path) -> None:
     cfg = compose_config("train", [f"data={data}", f"model={model}"], tmp_path, cache_dir)
+    check_task_config(cfg)
     dm = hydra.utils.instantiate(cfg.data)  # constructing does not touch the data yet
     assert dm.classes == ("N", "A", "O", "~")
     module = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
     assert module.n_params > 0
+
+
+@pytest.mark.parametrize("data", GENERATION["data"])
+def test_generation_data_model_loss_instantiate(data: str, tmp_path: Path, cache_dir: Path) -> None:
+    cfg = compose_config("train", [f"data={data}", "model=lstm_vae", "loss=morph_mse"], tmp_path, cache_dir)
+    check_task_config(cfg)
+    dm = hydra.utils.instantiate(cfg.data)  # constructing does not touch the data yet
+    assert dm.window == cfg.model.net.seq_len == 1000 and dm.fs == 100
+    module = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
+    assert module.n_params > 0 and module.TASK == dm.TASK == "generation"
 
 
 @pytest.mark.parametrize("logger", options("logger"))

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 import ecg_lab.runtime  # noqa: F401  (registers resolvers)
 from ecg_lab.models.crnn import CRNN, count_parameters
+from ecg_lab.models.summary import model_names
 from tests.conftest import REPO
 
 
@@ -56,7 +57,7 @@ def test_last_readout_is_each_directions_final_state(rnn: str) -> None:
 
 # -- every model config: shapes, gradients, parameter counts ------------------------------------
 
-MODEL_CONFIGS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+MODEL_CONFIGS = model_names()  # the classifiers
 EXPECTED_PARAMS = {
     "attention": 308_549,
     "bilstm": 315_156,

@@ -23,6 +23,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ecg_lab import report
+from ecg_lab.models.summary import model_names
 from tests.conftest import REPO, SMALL_SYNTHETIC
 
 TINY_SETTINGS = [
@@ -324,7 +325,7 @@ def test_make_ablation_runs_all_twelve_models_and_the_report_has_a_row_each(
     args = f"-cd {tiny_conf} -cn tiny hydra.sweep.dir={sweep} trainer.limit_train_batches=1"
     run(["make", "-C", str(REPO), "ablation", f"ARGS={args}"], tmp_path)
     jobs = jobs_in(sweep)
-    models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+    models = model_names()
     assert len(models) == 12 and sorted(j.split("model=")[1].split(",")[0] for j in jobs) == models
     assert all(status(job)["status"] == "completed" for job in jobs.values())
     assert report.main([str(sweep)]) == 0

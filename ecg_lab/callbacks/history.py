@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,9 +15,10 @@ from ecg_lab.reports import plot_training_curves
 class MetricsHistory(Callback):
     """Collects epoch-level scalars (train and val) whatever logger is used."""
 
-    def __init__(self, output_dir: str | Path, curves: tuple[str, ...] = ("loss", "f1")) -> None:
+    def __init__(self, output_dir: str | Path, curves: Sequence[str] | None = None) -> None:
+        """``curves``: the metrics drawn (null: the module's ``CURVES``, e.g. loss and f1 for classifiers)."""
         self.output_dir = Path(output_dir)
-        self.curves = curves
+        self.curves = tuple(curves) if curves else None
         self.rows: list[dict[str, float]] = []
         self._batches = 0
 
@@ -49,4 +51,5 @@ class MetricsHistory(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rows and trainer.global_rank == 0:
-            plot_training_curves(self.rows, self.output_dir / "training_curves.png", self.curves)
+            curves = self.curves or getattr(pl_module, "CURVES", ("loss",))
+            plot_training_curves(self.rows, self.output_dir / "training_curves.png", curves)

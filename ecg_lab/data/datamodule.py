@@ -36,6 +36,8 @@ class ECGWindowDataModule(pl.LightningDataModule):
     ``split="all"``: every record is in the test set (evaluation of a folder never seen in training).
     """
 
+    TASK = "classification"
+
     def __init__(
         self,
         root: str | Path | None,

@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from ecg_lab.checks import task_of
 from ecg_lab.models.crnn import CRNN, count_parameters
 from ecg_lab.runtime import CONFIG_DIR
 
@@ -34,8 +36,9 @@ COLUMNS = ("config", "description", "parameters", "spec", "deviation_pct", "step
 
 
 def model_names(config_dir: str | Path = CONFIG_DIR) -> list[str]:
-    """The model configs in ``conf/model``, sorted."""
-    return sorted(p.stem for p in (Path(config_dir) / "model").glob("*.yaml"))
+    """The classifier configs in ``conf/model`` (all but the generative ones), sorted."""
+    paths = (Path(config_dir) / "model").glob("*.yaml")
+    return sorted(p.stem for p in paths if task_of(OmegaConf.load(p)) in (None, "classification"))
 
 
 def description(path: Path) -> str:

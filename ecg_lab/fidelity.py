@@ -1,0 +1,195 @@
+"""Fidelity of reconstructed and generated ECG windows, as numbers.
+
+Signals are 2-D float arrays ``(n_signals, n_samples)`` sampled at ``fs`` Hz. Input R-peaks are a
+list of sample-index arrays, one per window, or a boolean mask of the signals' shape.
+R-peaks of reconstructions and generated samples are found with NeuroKit2's ``neurokit`` detector;
+on ``nk.ecg_simulate`` ECGs at 100 Hz it finds every beat except those in a window's first 0.3 s
+or cut by its end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ecg_lab.data.rpeaks import detect_rpeaks
+
+__all__ = ["detect_rpeaks", "fidelity", "mmd", "plausible_rhythm_share", "r_amplitude_ratio", "rpeak_recall"]
+Peaks = Sequence[np.ndarray] | np.ndarray
+
+
+def _peak_list(peaks: Peaks, n_signals: int) -> list[np.ndarray]:
+    """Per-window int index arrays from a list of index arrays or a boolean ``(n, L)`` mask."""
+    if isinstance(peaks, np.ndarray) and peaks.dtype == bool:
+        out = [np.flatnonzero(row) for row in np.atleast_2d(peaks)]
+    else:
+        out = [np.asarray(p, dtype=np.int64).reshape(-1) for p in peaks]
+    if len(out) != n_signals:
+        raise ValueError(f"got R-peaks for {len(out)} windows but {n_signals} signals")
+    return out
+
+
+def _matched(reference: np.ndarray, found: np.ndarray, tolerance: float) -> np.ndarray:
+    """For each reference index, whether some found index lies within ``tolerance`` samples."""
+    if found.size == 0:
+        return np.zeros(reference.shape, dtype=bool)
+    found = np.sort(found)
+    j = np.searchsorted(found, reference)
+    left = found[np.clip(j - 1, 0, found.size - 1)]
+    right = found[np.clip(j, 0, found.size - 1)]
+    distance = np.minimum(np.abs(reference - left), np.abs(reference - right))
+    return distance <= tolerance + 1e-9
+
+
+def rpeak_recall(
+    input_peaks: Peaks, reconstructions: np.ndarray, fs: float, tolerance_s: float = 0.05
+) -> float:
+    """Share of all input R-peaks (pooled over windows) with a detected R-peak in the corresponding
+    reconstruction within ±``tolerance_s``; nan only when there are no input peaks at all."""
+    recs = np.atleast_2d(reconstructions)
+    hits = [
+        _matched(ref, detect_rpeaks(rec, fs), tolerance_s * fs)
+        for ref, rec in zip(_peak_list(input_peaks, len(recs)), recs, strict=True)
+    ]
+    pooled = np.concatenate([np.empty(0, dtype=bool), *hits])
+    return float(pooled.mean()) if pooled.size else float("nan")
+
+
+def is_plausible_rhythm(
+    peaks: np.ndarray,
+    fs: float,
+    n_samples: int,
+    hr_range: tuple[float, float] = (40, 180),
+    max_rr_cv: float = 0.2,
+    min_beats: int = 3,
+) -> bool:
+    """Whether R-peaks form a plausible regular rhythm over a window of ``n_samples``.
+
+    Needs at least ``min_beats`` peaks, a heart rate from the median RR within ``hr_range`` (bpm),
+    RR intervals with a coefficient of variation ≤ ``max_rr_cv``, and beats covering the window:
+    neither edge gap (start to first peak, last peak to end) longer than 1.5 median RR + 0.3 s
+    (NeuroKit2's detector skips peaks in a window's first 0.3 s).
+    """
+    p = np.unique(np.asarray(peaks, dtype=np.int64))
+    if p.size < max(min_beats, 2):
+        return False
+    rr = np.diff(p) / fs
+    median_rr = float(np.median(rr))
+    hr_ok = hr_range[0] <= 60.0 / median_rr <= hr_range[1]
+    regular = float(rr.std() / rr.mean()) <= max_rr_cv
+    covered = max(p[0], n_samples - 1 - p[-1]) / fs <= 1.5 * median_rr + 0.3
+    return bool(hr_ok and regular and covered)
+
+
+def plausible_rhythm_share(signals: np.ndarray, fs: float, **kw: float | tuple[float, float]) -> float:
+    """Share of signals whose detected R-peaks form a plausible rhythm (``kw`` as in
+    :func:`is_plausible_rhythm`); nan for no signals."""
+    sig = np.atleast_2d(signals)
+    if len(sig) == 0:
+        return float("nan")
+    n = sig.shape[1]
+    return float(np.mean([is_plausible_rhythm(detect_rpeaks(s, fs), fs, n, **kw) for s in sig]))
+
+
+def r_amplitude_ratio(
+    inputs: np.ndarray, reconstructions: np.ndarray, input_peaks: Peaks, fs: float, search_s: float = 0.03
+) -> float:
+    """Median over all input R-peaks of reconstruction R amplitude / input R amplitude.
+
+    Amplitudes are deviations from each signal's median (its baseline), taken within ±``search_s``
+    of the peak for both signals, so a one-sample offset in the given peaks does not matter and a
+    perfect reconstruction gives exactly 1. The input's amplitude is its largest deviation there
+    (keeping its sign, so inverted leads work); the reconstruction's is its largest deviation in
+    the same direction. 1 is faithful, < 1 flattened (or of flipped polarity), 0 a flat line.
+    Peaks whose input amplitude is negligible (≤ 1e-6 of the input's std) are ignored; nan when
+    no peak is left.
+    """
+    x = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
+    r = np.atleast_2d(np.asarray(reconstructions, dtype=np.float64))
+    x_dev = x - np.median(x, axis=1, keepdims=True)
+    r_dev = r - np.median(r, axis=1, keepdims=True)
+    offsets = np.arange(-round(search_s * fs), round(search_s * fs) + 1)
+    ratios = []
+    for i, p in enumerate(_peak_list(input_peaks, len(x))):
+        idx = np.clip(p[:, None] + offsets, 0, x.shape[1] - 1)
+        seg = x_dev[i, idx]
+        amp = np.take_along_axis(seg, np.abs(seg).argmax(axis=1)[:, None], axis=1)[:, 0]
+        keep = np.abs(amp) > 1e-6 * x_dev[i].std()
+        rec_amp = (np.sign(amp[keep, None]) * r_dev[i, idx[keep]]).max(axis=1)
+        ratios.append(rec_amp / np.abs(amp[keep]))
+    pooled = np.concatenate([np.empty(0), *ratios])
+    return float(np.median(pooled)) if pooled.size else float("nan")
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of ``a`` and ``b``."""
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0)
+
+
+def median_bandwidth(x: np.ndarray) -> float:
+    """Median heuristic: the median of the non-zero pairwise Euclidean distances between the rows of
+    ``x`` (1.0 when all rows coincide)."""
+    z = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    d = _sq_dists(z, z)[np.triu_indices(len(z), 1)]
+    d = d[d > 0]
+    return float(np.sqrt(np.median(d))) if d.size else 1.0
+
+
+def mmd(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> float:
+    """Unbiased estimate of the squared maximum mean discrepancy MMD² between the sets of rows of
+    ``x`` and ``y`` (Gretton et al. 2012), Gaussian kernel ``exp(-|a-b|² / (2 bandwidth²))``.
+
+    Returned as is, not clipped nor square-rooted: 0 in expectation when both sets come from one
+    distribution, so it can come out slightly negative; 0 for ``mmd(x, x)``. With equal
+    set sizes the cross term leaves out the pairs ``(x[i], y[i])`` (Gretton's equal-size
+    U-statistic), so paired sets such as inputs and their reconstructions are not favoured.
+    ``bandwidth`` None: :func:`median_bandwidth` of the pooled rows. nan when a set has < 2 rows.
+    """
+    a = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    b = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    m, n = len(a), len(b)
+    if m < 2 or n < 2:
+        return float("nan")
+    sigma = median_bandwidth(np.concatenate([a, b])) if bandwidth is None else float(bandwidth)
+    gamma = 1.0 / (2.0 * sigma**2)
+    k_xx = np.exp(-gamma * _sq_dists(a, a))
+    k_yy = np.exp(-gamma * _sq_dists(b, b))
+    k_xy = np.exp(-gamma * _sq_dists(a, b))
+    xx = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    yy = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    xy = (k_xy.sum() - np.trace(k_xy)) / (m * (m - 1)) if m == n else k_xy.mean()
+    return float(xx + yy - 2.0 * xy)
+
+
+def fidelity(
+    inputs: np.ndarray,
+    reconstructions: np.ndarray,
+    generated: np.ndarray,
+    input_peaks: Peaks,
+    fs: float,
+    tolerance_s: float = 0.05,
+    hr_range: tuple[float, float] = (40, 180),
+    max_rr_cv: float = 0.2,
+) -> dict[str, float]:
+    """All fidelity numbers for one validation pass (plain floats).
+
+    ``mmd`` (inputs vs generated) and ``mmd_recon`` (inputs vs reconstructions) share one kernel
+    bandwidth, the median heuristic on the inputs alone, so they are comparable with each other and,
+    on a fixed validation set, across epochs.
+    """
+    x = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
+    r = np.atleast_2d(np.asarray(reconstructions, dtype=np.float64))
+    g = np.atleast_2d(np.asarray(generated, dtype=np.float64))
+    rhythm = {"hr_range": hr_range, "max_rr_cv": max_rr_cv}
+    bandwidth = median_bandwidth(x)
+    return {
+        "mse": float(np.mean((x - r) ** 2)),
+        "rpeak_recall": rpeak_recall(input_peaks, r, fs, tolerance_s),
+        "rhythm_plausible": plausible_rhythm_share(g, fs, **rhythm),
+        "rhythm_plausible_input": plausible_rhythm_share(x, fs, **rhythm),
+        "r_amplitude_ratio": r_amplitude_ratio(x, r, input_peaks, fs),
+        "mmd": mmd(x, g, bandwidth),
+        "mmd_recon": mmd(x, r, bandwidth),
+    }

@@ -1,0 +1,211 @@
+"""LightningModule for ECG generation: batches → LSTM-VAE → morphology-weighted loss → fidelity metrics.
+
+Reconstructions for the metrics decode the latent mean (deterministic); generated samples decode
+z ~ N(0, I) from a fixed seed, so epochs are comparable. The fidelity metrics
+(:mod:`ecg_lab.fidelity`) run on at most ``fidelity.max_signals`` validation windows per epoch and on
+every test window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ecg_lab.fidelity import fidelity
+from ecg_lab.losses import MorphologyWeightedMSE
+from ecg_lab.models.crnn import count_parameters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """How fidelity is measured: signals used at validation, generated samples, tolerances."""
+
+    max_signals: int = 512
+    n_generated: int = 256
+    tolerance_s: float = 0.05
+    hr_min: float = 40.0
+    hr_max: float = 180.0
+    max_rr_cv: float = 0.2
+    seed: int = 0
+
+
+class ECGGenerator(pl.LightningModule):
+    """Trains a VAE ``net`` (``encode``/``decode``/``sample``) with ``loss``; logs reconstruction
+    error, KL, β every step, and the fidelity of reconstructions and generated samples."""
+
+    TASK = "generation"
+    CURVES = ("wmse", "kl", "rpeak_recall", "r_amplitude_ratio")  # drawn in training_curves.png
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: nn.Module | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        fs: float = 100.0,
+        fidelity: FidelitySettings | dict[str, Any] | None = None,
+        monitor: str = "val/wmse",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "fidelity"], logger=False)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.net = net
+        self.loss = loss if loss is not None else MorphologyWeightedMSE()
+        self.fs = float(fs)
+        self.settings = (
+            fidelity if isinstance(fidelity, FidelitySettings) else FidelitySettings(**(fidelity or {}))
+        )
+        self.n_params = count_parameters(net)
+        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
+        self.test_results: dict[str, Any] = {}
+        self.test_examples: dict[str, np.ndarray] = {}
+        self._kept: dict[str, list[dict[str, np.ndarray]]] = {}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.net(x)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        beta = getattr(self.loss, "beta", None)
+        if stage == "fit" and beta is not None and getattr(beta, "total_steps", 0) is None:
+            total = self.trainer.estimated_stepping_batches
+            beta.set_total_steps(total)
+            log.info("cyclical β over %s steps", beta.total_steps)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor},
+        }
+
+    # -- steps -------------------------------------------------------------------------------
+    def _losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        recon: torch.Tensor,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        step: int | None,
+    ) -> dict[str, torch.Tensor]:
+        return self.loss(recon, batch["x"], mu, logvar, envelope=batch.get("envelope"), step=step)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        recon, mu, logvar = self(batch["x"])
+        out = self._losses(batch, recon, mu, logvar, step=self.global_step)
+        n = len(batch["x"])
+        self.log("train/beta", out["beta"], on_step=True, on_epoch=False, batch_size=n)
+        self.log("train/loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        for key in ("mse", "wmse", "kl"):
+            self.log(f"train/{key}", out[key], on_step=False, on_epoch=True, batch_size=n)
+        return out["loss"]
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        x = batch["x"]
+        mu, logvar = self.net.encode(x)
+        recon = self.net.decode(mu)
+        out = self._losses(batch, recon, mu, logvar, step=None)  # β_max: the same objective every epoch
+        n = len(x)
+        for key in ("loss", "mse", "wmse", "kl"):
+            self.log(
+                f"{stage}/{key}",
+                out[key],
+                on_step=False,
+                on_epoch=True,
+                prog_bar=key == "wmse",
+                batch_size=n,
+                sync_dist=True,
+            )
+        kept = self._kept.setdefault(stage, [])
+        room = self.settings.max_signals - sum(len(k["x"]) for k in kept) if stage == "val" else n
+        if room > 0:
+            kept.append(
+                {
+                    "x": x[:room, 0].float().cpu().numpy(),
+                    "recon": recon[:room, 0].float().cpu().numpy(),
+                    "rpeaks": batch["rpeaks"][:room].cpu().numpy(),
+                }
+            )
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def generate(self, n: int, seed: int | None = None) -> np.ndarray:
+        """``n`` generated signals (n, seq_len) from z ~ N(0, I), reproducible with ``seed``."""
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(self.settings.seed if seed is None else seed)
+        z = torch.randn(n, self.net.latent_dim, generator=gen).to(self.device)
+        with torch.no_grad():
+            return self.net.decode(z)[:, 0].float().cpu().numpy()
+
+    def _fidelity(self, stage: str) -> dict[str, float]:
+        kept = self._kept.pop(stage, [])
+        if not kept or self.trainer.sanity_checking:
+            return {}
+        inputs = np.concatenate([k["x"] for k in kept])
+        recons = np.concatenate([k["recon"] for k in kept])
+        peaks = [np.flatnonzero(m) for k in kept for m in k["rpeaks"]]
+        generated = self.generate(self.settings.n_generated)
+        s = self.settings
+        scores = fidelity(
+            inputs,
+            recons,
+            generated,
+            peaks,
+            self.fs,
+            tolerance_s=s.tolerance_s,
+            hr_range=(s.hr_min, s.hr_max),
+            max_rr_cv=s.max_rr_cv,
+        )
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items() if k != "mse"}, sync_dist=True)
+        if stage == "test":
+            self.test_examples = {"inputs": inputs, "reconstructions": recons, "generated": generated}
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        self._fidelity("val")
+
+    def on_test_epoch_end(self) -> None:
+        scores = self._fidelity("test")
+        logged = self.trainer.callback_metrics
+        self.test_results = {
+            "n_params": self.n_params,
+            "n_windows": int(len(self.test_examples.get("inputs", []))),
+            "n_generated": self.settings.n_generated,
+            **{k: float(logged[f"test/{k}"]) for k in ("mse", "wmse", "kl") if f"test/{k}" in logged},
+            **{k: float(v) for k, v in scores.items() if k != "mse"},
+        }
+
+    def write_test_figures(self, output_dir: Path) -> list[Path]:
+        """Input-versus-reconstruction overlays and a grid of generated ECGs."""
+        from ecg_lab.plots import plot_overlays, plot_signal_grid
+
+        ex = self.test_examples
+        if not ex:
+            return []
+        return [
+            plot_overlays(ex["inputs"], ex["reconstructions"], self.fs, output_dir / "reconstructions.png"),
+            plot_signal_grid(ex["generated"][:16], self.fs, output_dir / "generated.png", "generated ECGs"),
+        ]
+
+    # -- checkpoints carry the config --------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ecg_lab"] = {"config": self.run_config, "n_params": self.n_params}
