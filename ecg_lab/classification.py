@@ -15,12 +15,13 @@ from torch import nn
 from ecg_lab.losses import WeightedCrossEntropy
 from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
 from ecg_lab.models.crnn import count_parameters
+from ecg_lab.optimizers import ConfiguredOptimizers
 from ecg_lab.reports import plot_confusion_matrices
 
 log = logging.getLogger(__name__)
 
 
-class ECGClassifier(pl.LightningModule):
+class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
     """Trains ``net`` with ``loss``; logs weighted F1, AUROC, accuracy, per-class sensitivity and
     specificity at window level, and the Challenge's F1 at recording level."""
 
@@ -72,16 +73,6 @@ class ECGClassifier(pl.LightningModule):
                 lg.log_hyperparams(
                     {f"class_weight/{c}": float(w) for c, w in zip(self.classes, weights, strict=True)}
                 )
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor},
-        }
 
     # -- steps -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 from ecg_lab.fidelity import fidelity
 from ecg_lab.losses import MorphologyWeightedMSE
 from ecg_lab.models.crnn import count_parameters
+from ecg_lab.optimizers import ConfiguredOptimizers
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class FidelitySettings:
     seed: int = 0
 
 
-class ECGGenerator(pl.LightningModule):
+class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
     """Trains a VAE ``net`` (``encode``/``decode``/``sample``) with ``loss``; logs reconstruction
     error, KL, β every step, and the fidelity of reconstructions and generated samples."""
 
@@ -83,16 +84,6 @@ class ECGGenerator(pl.LightningModule):
             total = self.trainer.estimated_stepping_batches
             beta.set_total_steps(total)
             log.info("cyclical β over %s steps", beta.total_steps)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor},
-        }
 
     # -- steps -------------------------------------------------------------------------------
     def _losses(

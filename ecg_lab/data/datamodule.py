@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Sequence
@@ -12,11 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader
 
+from ecg_lab.data.loaders import SplitLoaders
 from ecg_lab.data.physionet2017 import CLASSES
 from ecg_lab.data.prepared import PreparedRecords, prepare_records
 from ecg_lab.data.preprocess import Preprocessing
+from ecg_lab.data.records import write_skipped_csv
 from ecg_lab.data.splits import SPLITS, check_folds, kfold_split, stratified_split, write_split_csv
 from ecg_lab.data.windows import WindowDataset
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SPLIT_MODES = ("stratified", "all")
 
 
-class ECGWindowDataModule(pl.LightningDataModule):
+class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
     """Windows of PhysioNet-2017-layout records, split by record.
 
     ``split="stratified"``: train/val/test by record, stratified by label, ``split_fractions``
@@ -137,16 +137,7 @@ class ECGWindowDataModule(pl.LightningDataModule):
             return
         labels = [self.classes[i] for i in self.prepared.labels]
         write_split_csv(self.run_dir / "split.csv", self.prepared.ids, labels, self.record_split)
-        if self.prepared.skipped:
-            with (self.run_dir / "skipped_records.csv").open("w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["record", "path", "problem"])
-                w.writerows((s.record_id, s.path, s.problem) for s in self.prepared.skipped)
-            log.warning(
-                "%d records skipped; listed in %s",
-                len(self.prepared.skipped),
-                self.run_dir / "skipped_records.csv",
-            )
+        write_skipped_csv(self.run_dir, self.prepared.skipped)
         if self.datasets.get("train") is not None and len(self.datasets["train"]):
             (self.run_dir / "class_weights.json").write_text(
                 json.dumps(dict(zip(self.classes, self.class_weights().tolist(), strict=True)), indent=1)
@@ -167,28 +158,6 @@ class ECGWindowDataModule(pl.LightningDataModule):
                 f"no training windows of class {missing}; check data.root or data.split_fractions"
             )
         return counts.sum() / (len(counts) * counts)
-
-    # -- windows → batches --------------------------------------------------------------------
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        return DataLoader(
-            self.datasets[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def record_ids(self) -> np.ndarray:
         """Record ids, indexed by the record index that batches carry."""

@@ -33,10 +33,17 @@ import pytorch_lightning as pl
 import scipy.signal
 import torch
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ecg_lab.data.analytic import AnalyticSpec, analytic_ecg
-from ecg_lab.data.records import BadRecordError, Record, SkippedRecord, check_on_bad_record
+from ecg_lab.data.loaders import SplitLoaders
+from ecg_lab.data.records import (
+    BadRecordError,
+    Record,
+    SkippedRecord,
+    check_on_bad_record,
+    write_skipped_csv,
+)
 from ecg_lab.data.rpeaks import detect_rpeaks
 from ecg_lab.data.sources import SourceRecords
 from ecg_lab.data.splits import SPLITS
@@ -279,7 +286,7 @@ class WaveformDataset(Dataset):
         return item
 
 
-class WaveformDataModule(pl.LightningDataModule):
+class WaveformDataModule(SplitLoaders, pl.LightningDataModule):
     """Windows of single-lead ECGs from one or more sources, each split by its own rule
     (PTB-XL by ``strat_fold``, PhysioNet 2017 by a seeded record-level split)."""
 
@@ -380,37 +387,4 @@ class WaveformDataModule(pl.LightningDataModule):
             w = csv.writer(f)
             w.writerow(["source", "record", "label", "split", "windows"])
             w.writerows(zip(r.sources, r.ids, r.labels, r.splits, counts.tolist(), strict=True))
-        if r.skipped:
-            with (self.run_dir / "skipped_records.csv").open("w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["record", "path", "problem"])
-                w.writerows((s.record_id, s.path, s.problem) for s in r.skipped)
-            log.warning(
-                "%d records skipped; listed in %s", len(r.skipped), self.run_dir / "skipped_records.csv"
-            )
-
-    # -- windows → batches -------------------------------------------------------------------
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        if len(self.datasets[part]) == 0:
-            raise ValueError(
-                f"data {self.name}: no {part} windows; check the sources' folds or split_fractions, "
-                "and data.window"
-            )
-        return DataLoader(
-            self.datasets[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        write_skipped_csv(self.run_dir, r.skipped)
