@@ -55,7 +55,7 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         fs: float = 100.0,
         fidelity: FidelitySettings | dict[str, Any] | None = None,
-        monitor: str = "val/wmse",
+        monitor: str = "val/loss",
         monitor_mode: str = "min",
     ) -> None:
         super().__init__()
