@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from ecg_lab.data.analytic import analytic_ecg
 from ecg_lab.data.splits import SPLITS
 from ecg_lab.data.waveforms import WaveformDataModule
+from ecg_lab.plots import plot_real_vs_analytic, plt, save_figure
 from ecg_lab.reports import write_json
 from ecg_lab.runtime import CONFIG_DIR, task_wrapper
 
@@ -72,8 +73,6 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def plot_rpeaks(hist: Sequence[dict], medians: Sequence[dict], window: int, path: Path, title: str) -> Path:
-    from ecg_lab.plots import plt, save_figure
-
     fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     a.bar(
         [h["start"] for h in hist],
@@ -116,8 +115,6 @@ def analyze_rpeaks(cfg: DictConfig, dm: WaveformDataModule, out: Path) -> dict[s
 
 
 def analyze_waveforms(cfg: DictConfig, dm: WaveformDataModule, out: Path) -> dict[str, Any]:
-    from ecg_lab.plots import plot_real_vs_analytic
-
     r = dm.records
     assert r is not None
     usable = np.flatnonzero(r.lengths >= dm.window)

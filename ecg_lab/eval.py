@@ -52,9 +52,10 @@ SIGNAL_KEYS = ("preprocess", "fs", "window", "stride", "input", "analytic", "cle
 
 def warn_if_signals_differ(data_cfg: DictConfig, stored: DictConfig) -> None:
     """Warn for each signal-shaping data key that differs from the one the checkpoint was trained with."""
+    given_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    trained_cfg = OmegaConf.to_container(stored)
     for key in SIGNAL_KEYS:
-        given = OmegaConf.to_container(data_cfg, resolve=True).get(key)  # type: ignore[union-attr]
-        trained = OmegaConf.to_container(stored).get(key)  # type: ignore[union-attr]
+        given, trained = given_cfg.get(key), trained_cfg.get(key)  # type: ignore[union-attr]
         if given != trained:
             log.warning(
                 "data.%s differs from the one the checkpoint was trained with: %s vs %s", key, given, trained

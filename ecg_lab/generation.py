@@ -23,6 +23,7 @@ from ecg_lab.fidelity import fidelity
 from ecg_lab.losses import MorphologyWeightedMSE
 from ecg_lab.models.crnn import count_parameters
 from ecg_lab.optimizers import ConfiguredOptimizers
+from ecg_lab.plots import plot_overlays, plot_signal_grid
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
 
     def write_test_figures(self, output_dir: Path) -> list[Path]:
         """Input-versus-reconstruction overlays and a grid of generated ECGs."""
-        from ecg_lab.plots import plot_overlays, plot_signal_grid
-
         ex = self.test_examples
         if not ex:
             return []

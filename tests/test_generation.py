@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,15 @@ def test_analyze_rpeaks_and_waveforms(tmp_path: Path, cache_dir: Path) -> None:
 def test_analyze_needs_waveform_data(tmp_path: Path, cache_dir: Path) -> None:
     with pytest.raises(ValueError, match="needs a waveform data config"):
         analyze(compose_config("analyze", ["data=synthetic", "command=rpeaks"], tmp_path, cache_dir))
+
+
+def test_eval_warns_when_the_data_shapes_signals_differently(
+    trained: Path, tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt = next((trained / "checkpoints").glob("best-*.ckpt"))
+    overrides = [f"ckpt_path={ckpt}", "trainer=cpu", "data=synthetic_normal", *SMALL_NORMAL]
+    cfg = compose_config("eval", [*overrides, "data.analytic.r_amplification=3"], tmp_path, cache_dir)
+    with caplog.at_level(logging.WARNING, logger="ecg_lab.eval"):
+        evaluate(cfg)
+    warned = [r.getMessage() for r in caplog.records if r.name == "ecg_lab.eval"]
+    assert len(warned) == 1 and warned[0].startswith("data.analytic differs")
