@@ -30,7 +30,7 @@ train: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m ecg_lab.eval $(ARGS)
 
-# all twelve model configs (conf/model/*.yaml), one Hydra multirun
+# the twelve classifier configs of conf/model/ (MODELS), one Hydra multirun
 ablation: $(STAMP)
 	$(PY) -m ecg_lab.train -m $(ARGS) data=$(DATA) 'model=$(MODELS)'
 
