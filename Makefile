@@ -13,7 +13,7 @@ MODEL ?= cnn_lstm
 SEEDS ?= 42,123,1
 RUNS ?= multirun
 
-.PHONY: venv train eval test test-slow test-all lint bench clean ablation seeds report
+.PHONY: venv train eval test test-slow test-all lint bench clean ablation seeds report pi-export
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ seeds: $(STAMP)
 # results_table.{csv,md} and plots over finished runs (default: everything under multirun/)
 report: $(STAMP)
 	$(PY) -m ecg_lab.report $(RUNS) $(ARGS)
+
+# the hand-off to an edge device: make pi-export CKPT=outputs/.../checkpoints/best-epoch012.ckpt
+pi-export: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make pi-export CKPT=path/to/checkpoint.ckpt [ARGS=out_dir=DIR]"; exit 2; }
+	$(PY) -m ecg_lab.export "ckpt_path='$(CKPT)'" $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
