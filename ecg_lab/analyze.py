@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from ecg_lab.data.analytic import analytic_ecg
 from ecg_lab.data.splits import SPLITS
 from ecg_lab.data.waveforms import WaveformDataModule
-from ecg_lab.plots import plot_real_vs_analytic, plt, save_figure
+from ecg_lab.plots import plot_real_vs_analytic, plot_rpeaks
 from ecg_lab.reports import write_json
 from ecg_lab.runtime import CONFIG_DIR, task_wrapper
 
@@ -70,28 +70,6 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
-
-
-def plot_rpeaks(hist: Sequence[dict], medians: Sequence[dict], window: int, path: Path, title: str) -> Path:
-    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    a.bar(
-        [h["start"] for h in hist],
-        [h["count"] for h in hist],
-        width=hist[0]["end"] - hist[0]["start"],
-        align="edge",
-        color="tab:blue",
-        edgecolor="white",
-    )
-    a.set_ylabel("R-peaks")
-    a.set_title(f"R-peak positions over the {window}-sample windows ({title})")
-    for m in medians:
-        b.axvspan(m["start"], m["end"], color="0.93" if m["bin"] % 2 else "0.85", lw=0)
-        if m["n_peaks"]:
-            b.plot([m["median_index"]] * 2, [0, m["n_peaks"]], color="tab:red", lw=2)
-    b.set_ylabel("R-peaks in bin")
-    b.set_xlabel("sample index in window (red: median R-peak index of the bin)")
-    b.set_xlim(0, window)
-    return save_figure(fig, path)
 
 
 def analyze_rpeaks(cfg: DictConfig, dm: WaveformDataModule, out: Path) -> dict[str, Any]:

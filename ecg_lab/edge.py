@@ -62,9 +62,8 @@ def load(export_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 @torch.no_grad()
 def generate(net: nn.Module, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` ECGs (n, samples) decoded from z ~ N(0, I) drawn with ``seed``."""
-    z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return net.decode(z)[:, 0].numpy()
+    """``n`` ECGs (n, samples) decoded from z ~ N(0, I) drawn on the CPU with ``seed``."""
+    return net.sample(n, torch.Generator().manual_seed(seed))[:, 0].float().cpu().numpy()
 
 
 def read_signal(path: str | Path) -> np.ndarray:

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ecg_lab import edge
 from ecg_lab.fidelity import fidelity
 from ecg_lab.losses import MorphologyWeightedMSE
 from ecg_lab.models.crnn import count_parameters
@@ -142,11 +143,7 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
 
     def generate(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` generated signals (n, seq_len) from z ~ N(0, I), reproducible with ``seed``."""
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(self.settings.seed if seed is None else seed)
-        z = torch.randn(n, self.net.latent_dim, generator=gen).to(self.device)
-        with torch.no_grad():
-            return self.net.decode(z)[:, 0].float().cpu().numpy()
+        return edge.generate(self.net, n, self.settings.seed if seed is None else seed)
 
     def _fidelity(self, stage: str) -> dict[str, float]:
         kept = self._kept.pop(stage, [])

@@ -1,4 +1,4 @@
-"""Figures of ECG signals: reconstructions over inputs, grids of generated ECGs, real versus analytic."""
+"""Figures: reconstructions over inputs, generated ECGs, real versus analytic, R-peak statistics."""
 
 from __future__ import annotations
 
@@ -76,4 +76,27 @@ def plot_real_vs_analytic(
         ax.set_yticks([])
     axes[0, 0].legend(loc="upper right", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("time (s)")
+    return save_figure(fig, path)
+
+
+def plot_rpeaks(hist: Sequence[dict], medians: Sequence[dict], window: int, path: Path, title: str) -> Path:
+    """R-peak positions over the window (histogram) and each temporal bin's count and median index."""
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    a.bar(
+        [h["start"] for h in hist],
+        [h["count"] for h in hist],
+        width=hist[0]["end"] - hist[0]["start"],
+        align="edge",
+        color="tab:blue",
+        edgecolor="white",
+    )
+    a.set_ylabel("R-peaks")
+    a.set_title(f"R-peak positions over the {window}-sample windows ({title})")
+    for m in medians:
+        b.axvspan(m["start"], m["end"], color="0.93" if m["bin"] % 2 else "0.85", lw=0)
+        if m["n_peaks"]:
+            b.plot([m["median_index"]] * 2, [0, m["n_peaks"]], color="tab:red", lw=2)
+    b.set_ylabel("R-peaks in bin")
+    b.set_xlabel("sample index in window (red: median R-peak index of the bin)")
+    b.set_xlim(0, window)
     return save_figure(fig, path)

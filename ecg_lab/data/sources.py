@@ -7,6 +7,7 @@ describes the files and the selection, for the cache key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -76,7 +77,9 @@ class PTBXLSource:
         self.sampling_rate = int(sampling_rate)
         self.folds = {"train": list(train_folds), "val": list(val_folds), "test": list(test_folds)}
 
+    @functools.cached_property
     def _rows(self) -> dict[str, list[dict[str, Any]]]:
+        """The selected rows by split (read once; ``fingerprint`` and ``read`` both need them)."""
         rows = ptbxl.read_database(self.root)
         if self.statement:
             rows = ptbxl.select(rows, self.statement, self.min_likelihood)
@@ -93,7 +96,7 @@ class PTBXLSource:
         root = ptbxl.find_root(self.root)
         column = ptbxl.FILENAME_COLUMN[self.sampling_rate]
         files = [root / ptbxl.DATABASE, root / ptbxl.STATEMENTS]
-        for rows in self._rows().values():
+        for rows in self._rows.values():
             files += [root / (r.get(column, "") + ".dat") for r in rows]
         return {
             "source": "ptbxl",
@@ -108,7 +111,7 @@ class PTBXLSource:
 
     def read(self, on_bad_record: str = "raise") -> SourceRecords:
         out = SourceRecords()
-        for part, rows in self._rows().items():
+        for part, rows in self._rows.items():
             records, skipped = ptbxl.read_records(
                 self.root, rows, self.lead, self.sampling_rate, on_bad_record
             )
@@ -159,7 +162,9 @@ class PhysioNet2017Source:
         assert self.root is not None
         return self.root
 
+    @functools.cached_property
     def _rows(self) -> tuple[Path, list[tuple[str, str]]]:
+        """The record folder and the rows with the selected labels (read once)."""
         record_dir, rows = physionet2017.iter_reference(self.record_root())
         rows = [(r, lab) for r, lab in rows if lab in self.labels]
         if not rows:
@@ -167,7 +172,7 @@ class PhysioNet2017Source:
         return record_dir, rows
 
     def fingerprint(self) -> dict[str, Any]:
-        record_dir, rows = self._rows()
+        record_dir, rows = self._rows
         files = [record_dir / "REFERENCE.csv"] + [record_dir / f"{r}.mat" for r, _ in rows]
         return {
             "source": "physionet2017",
@@ -181,7 +186,7 @@ class PhysioNet2017Source:
 
     def read(self, on_bad_record: str = "raise") -> SourceRecords:
         check_on_bad_record(on_bad_record)
-        record_dir, rows = self._rows()
+        record_dir, rows = self._rows
         out = SourceRecords()
         for record_id, label in rows:
             try:
