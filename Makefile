@@ -62,6 +62,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/preprocess.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/edge_latency.py
 
 clean:
 	rm -rf $(VENV) .cache outputs multirun

@@ -1,13 +1,18 @@
-"""The edge runtime: rebuild an exported network from its JSON, load its weights, run it on CPU.
+"""The edge runtime: run an exported network on a CPU without the training stack.
 
-Needs torch and NumPy only (SciPy too for classifying a recording: the band-pass of the training
-preprocessing and MATLAB files); no Lightning, Hydra, OmegaConf, wandb or NeuroKit2. An export folder
-(``python -m ecg_lab.export``) holds ``<name>_weights.pth`` (the bare network's state dict) and
-``<name>_config.json`` (architecture, its hyperparameters, classes, sampling rate, window,
-preprocessing)::
+An export folder (``python -m ecg_lab.export`` / ``make pi-export``) holds ``<name>_weights.pth``
+(the bare network's state dict), ``<name>_config.json`` (architecture, its hyperparameters, classes,
+sampling rate, window, preprocessing), ``<name>.onnx`` and a copy of the few package files this
+module needs (``ecg_lab/``), so the folder runs on its own::
 
     python -m ecg_lab.edge generate --export DIR --n 10 --out synth.csv [--png]
-    python -m ecg_lab.edge classify --export DIR --record A00001.mat
+    python -m ecg_lab.edge classify --export DIR --record A00002.mat
+
+Two backends behind one NumPy interface (:class:`EdgeModel`): ``torch`` (CPU torch + NumPy: rebuild
+the network from the JSON, ``load_state_dict`` of the weights with ``weights_only=True``, ``eval()``)
+and ``onnx`` (ONNX Runtime + NumPy; no torch at all). Classifying a recording also takes SciPy (the
+training band-pass and MATLAB files); ``--png`` takes matplotlib. Nothing here imports Lightning,
+Hydra, OmegaConf, wandb or NeuroKit2.
 """
 
 from __future__ import annotations
@@ -17,19 +22,39 @@ import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: the network classes an export may name, by architecture
 ARCHITECTURES = {"CRNN": "ecg_lab.models.crnn", "LSTMVAE": "ecg_lab.models.lstm_vae"}
 FORMAT = 1
+BACKENDS = ("torch", "onnx")
+#: ONNX graph inputs and outputs: classifier window → logits; VAE decoder z → ecg (encoder: window →
+#: mu, logvar)
+ONNX_NAMES = {
+    "classification": (["window"], ["logits"]),
+    "generation": (["z"], ["ecg"]),
+    "encoder": (["window"], ["mu", "logvar"]),
+}
+#: the package files this runtime imports; the export copies them beside the weights
+RUNTIME_FILES = (
+    "__init__.py",
+    "edge.py",
+    "models/__init__.py",
+    "models/crnn.py",
+    "models/lstm_vae.py",
+    "data/__init__.py",
+    "data/records.py",
+    "data/preprocess.py",
+)
 
 
-def read_config(export_dir: str | Path) -> tuple[dict[str, Any], Path]:
-    """The export's config and its weights file."""
+def read_config(export_dir: str | Path) -> dict[str, Any]:
+    """The export's config, with ``export_dir`` added; checks the files it names are there."""
     export_dir = Path(export_dir)
     configs = sorted(export_dir.glob("*_config.json"))
     if len(configs) != 1:
@@ -40,10 +65,17 @@ def read_config(export_dir: str | Path) -> tuple[dict[str, Any], Path]:
     config = json.loads(configs[0].read_text())
     if config.get("format") != FORMAT or config.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"{configs[0]}: not an ecg_lab export (format {FORMAT}) of {sorted(ARCHITECTURES)}")
-    weights = export_dir / config["weights"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: the weights named in {configs[0].name} are missing")
-    return config, weights
+    return config | {"export_dir": str(export_dir)}
+
+
+def _file(config: dict[str, Any], key: str) -> Path:
+    path = Path(config["export_dir"]) / config[key]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the file named by {key!r} in {config['name']}_config.json is missing; "
+            "copy the whole export folder"
+        )
+    return path
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -54,51 +86,158 @@ def build(config: dict[str, Any]) -> nn.Module:
 
 def load(export_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the exported network, load its state dict (``weights_only=True``), ``eval()``."""
-    config, weights = read_config(export_dir)
+    import torch
+
+    config = read_config(export_dir)
     net = build(config)
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.load_state_dict(torch.load(_file(config, "weights"), map_location="cpu", weights_only=True))
     return net.eval(), config
 
 
-@torch.no_grad()
-def generate(net: nn.Module, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` ECGs (n, samples) decoded from z ~ N(0, I) drawn on the CPU with ``seed``."""
-    return net.sample(n, torch.Generator().manual_seed(seed))[:, 0].float().cpu().numpy()
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session; ``threads`` sets its intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class EdgeModel:
+    """An exported network on the ``torch`` or ``onnx`` backend, with NumPy in and out."""
+
+    def __init__(self, export_dir: str | Path, backend: str = "torch", threads: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        needs = {"torch": "torch", "onnx": "onnxruntime"}[backend]
+        try:
+            importlib.import_module(needs)
+        except ImportError:
+            other = "onnx" if backend == "torch" else "torch"
+            raise ImportError(
+                f"--backend {backend} needs {needs} (pip install {needs}); or use --backend {other}"
+            ) from None
+        if backend == "torch":
+            import torch
+
+            if threads:
+                torch.set_num_threads(threads)
+            self.net, self.config = load(export_dir)
+        else:
+            self.config = read_config(export_dir)
+            self.session = onnx_session(_file(self.config, "onnx"), threads)
+
+    @property
+    def task(self) -> str:
+        return str(self.config["task"])
+
+    def _run(self, method: str, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.backend == "onnx":
+            return self.session.run(None, {ONNX_NAMES[self.task][0][0]: x})[0]
+        import torch
+
+        with torch.inference_mode():
+            return getattr(self.net, method)(torch.from_numpy(x)).numpy()
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Class logits ``(n, classes)`` of preprocessed windows ``(n, samples)`` or ``(n, 1, samples)``."""
+        windows = np.asarray(windows)
+        return self._run("forward", windows[:, None] if windows.ndim == 2 else windows)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """ECGs ``(n, samples)`` decoded from latent vectors ``z`` ``(n, latent_dim)``."""
+        return self._run("decode", z)[:, 0]
+
+
+def latents(config: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
+    """``n`` latent vectors from N(0, I), drawn with NumPy so that both backends decode the same ones."""
+    if n < 1:
+        raise ValueError(f"--n must be positive, got {n}")
+    dim = int(config["hyperparameters"]["latent_dim"])
+    return np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+
+
+def generate(model: EdgeModel, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` ECGs ``(n, samples)`` decoded from z ~ N(0, I) drawn with ``seed``."""
+    return model.decode(latents(model.config, n, seed))
 
 
 def read_signal(path: str | Path) -> np.ndarray:
     """A single-lead recording: a PhysioNet 2017 ``.mat`` (``val``, 1000 counts per mV) or a CSV of mV
     values (one column, or the last column of several; a header line is skipped)."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such recording (give a .mat or a CSV of mV values)")
     if path.suffix.lower() == ".mat":
         import scipy.io
 
-        return np.asarray(scipy.io.loadmat(path)["val"], dtype=np.float64).ravel() / 1000.0
+        counts = np.asarray(scipy.io.loadmat(path)["val"]).ravel()
+        return counts.astype(np.float32) / np.float32(1000.0)  # as the training reader does
     rows = [line.split(",")[-1] for line in path.read_text().splitlines() if line.strip()]
     try:
         float(rows[0])
-    except ValueError:
+    except (IndexError, ValueError):
         rows = rows[1:]  # a header
-    return np.asarray([float(v) for v in rows], dtype=np.float64)
+    try:
+        return np.asarray([float(v) for v in rows], dtype=np.float32)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a CSV of mV values ({err})") from None
 
 
-@torch.no_grad()
-def classify(net: nn.Module, config: dict[str, Any], signal: np.ndarray) -> dict[str, Any]:
-    """Window probabilities and the recording's class (mean of its windows), preprocessed as in training."""
+def windows_of(config: dict[str, Any], signal: np.ndarray) -> np.ndarray:
+    """The recording's windows ``(n, window)``, preprocessed as in training (band-pass, z-score)."""
     from ecg_lab.data.preprocess import Preprocessing
     from ecg_lab.data.records import Record
 
     prep = Preprocessing(**config["preprocess"])
-    x = prep.apply(Record("record", signal.astype(np.float32), float(config["fs"]), ""))
-    windows = np.stack([x[s : s + prep.window] for s in prep.starts(x.size)])
-    probs = torch.softmax(net(torch.from_numpy(windows).unsqueeze(1)), dim=1).numpy()
+    x = prep.apply(Record("record", np.asarray(signal, dtype=np.float32), float(config["fs"]), ""))
+    return np.stack([x[s : s + prep.window] for s in prep.starts(x.size)])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classify(model: EdgeModel, signal: np.ndarray) -> dict[str, Any]:
+    """The recording's class (mean of its windows' probabilities), its probabilities and window count."""
+    probs = softmax(model.logits(windows_of(model.config, signal)))
     mean = probs.mean(0)
-    classes = config["classes"]
+    classes = model.config["classes"]
     return {
         "class": classes[int(mean.argmax())],
-        "probabilities": dict(zip(classes, mean.round(4).tolist(), strict=True)),
-        "windows": int(len(windows)),
+        "probabilities": dict(zip(classes, mean.astype(np.float64).round(4).tolist(), strict=True)),
+        "windows": int(len(probs)),
     }
+
+
+def write_csv(path: str | Path, signals: np.ndarray, fs: float) -> None:
+    """``time_s,ecg_0,ecg_1,...``: one row per sample."""
+    t = np.arange(signals.shape[1]) / fs
+    header = ",".join(["time_s", *(f"ecg_{i}" for i in range(len(signals)))])
+    np.savetxt(path, np.column_stack([t, signals.T]), delimiter=",", fmt="%.6g", header=header, comments="")
+
+
+def write_png(path: str | Path, signals: np.ndarray, fs: float) -> None:
+    """One panel per ECG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(signals.shape[1]) / fs
+    fig, axes = plt.subplots(len(signals), 1, figsize=(10, 1.2 * len(signals)), squeeze=False, sharex=True)
+    for ax, x in zip(axes[:, 0], signals, strict=True):
+        ax.plot(t, x, lw=0.8)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -106,44 +245,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m ecg_lab.edge", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="decode random latent vectors of an exported VAE")
-    g.add_argument("--export", required=True)
+    c = sub.add_parser("classify", help="classify one recording with an exported classifier")
+    for s in (g, c):
+        s.add_argument("--export", required=True, help="the export folder")
+        s.add_argument("--backend", choices=BACKENDS, default="torch", help="default: %(default)s")
+        s.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's)")
     g.add_argument("--n", type=int, default=10)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="synth.csv")
-    g.add_argument("--png", action="store_true", help="also write a plot (needs matplotlib)")
-    c = sub.add_parser("classify", help="classify one recording with an exported classifier")
-    c.add_argument("--export", required=True)
-    c.add_argument("--record", required=True)
+    g.add_argument("--png", action="store_true", help="also write <out>.png (needs matplotlib)")
+    c.add_argument("--record", required=True, help="a PhysioNet 2017 .mat or a CSV of mV values")
     args = p.parse_args(argv)
-    net, config = load(args.export)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError, ImportError) as err:  # bad input or a missing backend
+        p.error(str(err))
+
+
+def run(args: argparse.Namespace) -> None:
+    """One parsed command."""
+    want = "generation" if args.command == "generate" else "classification"
+    model = EdgeModel(args.export, args.backend, args.threads)
+    if model.task != want:
+        raise ValueError(f"{args.export} holds a {model.task} model; `{args.command}` needs a {want} export")
     if args.command == "generate":
-        if config["task"] != "generation":
-            p.error(f"{args.export} holds a classifier; `generate` needs an exported VAE")
-        signals = generate(net, args.n, args.seed)
-        t = np.arange(signals.shape[1]) / float(config["fs"])
-        np.savetxt(
-            args.out,
-            np.column_stack([t, signals.T]),
-            delimiter=",",
-            fmt="%.6g",
-            header=",".join(["time_s", *(f"ecg_{i}" for i in range(len(signals)))]),
-            comments="",
-        )
+        signals = generate(model, args.n, args.seed)
+        fs = float(model.config["fs"])
+        write_csv(args.out, signals, fs)
         if args.png:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, axes = plt.subplots(len(signals), 1, figsize=(10, 1.2 * len(signals)), squeeze=False)
-            for ax, x in zip(axes[:, 0], signals, strict=True):
-                ax.plot(t, x, lw=0.8)
-            fig.savefig(Path(args.out).with_suffix(".png"), dpi=100)
+            write_png(Path(args.out).with_suffix(".png"), signals, fs)
         print(f"{len(signals)} ECGs written to {args.out}")
     else:
-        if config["task"] != "classification":
-            p.error(f"{args.export} holds a generative model; `classify` needs an exported classifier")
-        print(json.dumps(classify(net, config, read_signal(args.record))))
+        print(json.dumps(classify(model, read_signal(args.record))))
 
 
 if __name__ == "__main__":

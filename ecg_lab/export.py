@@ -1,38 +1,117 @@
 """Export a checkpoint for an edge device: ``python -m ecg_lab.export ckpt_path=X`` (or
 ``make pi-export CKPT=X``).
 
-Writes ``<name>_weights.pth`` (the bare network's ``state_dict``), ``<name>_config.json`` (what
-:mod:`ecg_lab.edge` needs to rebuild and feed it: architecture and hyperparameters, task, classes,
-sampling rate, window, preprocessing) and a README into the export folder.
+Writes into the export folder ``<name>_weights.pth`` (the bare network's ``state_dict``),
+``<name>_config.json`` (what :mod:`ecg_lab.edge` needs to rebuild and feed it: architecture and
+hyperparameters, task, classes, sampling rate, window, preprocessing), ``<name>.onnx`` (classifier:
+window → logits; VAE: decoder z → ECG, plus ``<name>_encoder.onnx``: window → mu, logvar), the
+package files the edge runtime imports (``ecg_lab/``) and a README.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from ecg_lab.edge import ARCHITECTURES, FORMAT
+import ecg_lab
+from ecg_lab import edge
+from ecg_lab.edge import ARCHITECTURES, FORMAT, ONNX_NAMES, RUNTIME_FILES
 from ecg_lab.eval import model_from_checkpoint
 from ecg_lab.reports import write_json
 from ecg_lab.runtime import CONFIG_DIR, task_wrapper
 
 log = logging.getLogger(__name__)
 
+ONNX_ATOL = 1e-4  # ONNX Runtime against torch on the exported graphs
 README = """# {name}: an ecg_lab export
 
 - `{weights}`: the network's state dict (`torch.save(net.state_dict())`), {n_params:,} parameters
 - `{config}`: architecture `{architecture}` and its hyperparameters, task `{task}`, sampling rate
   {fs:g} Hz, window {window} samples{class_list}
+- {onnx_list}
+- `ecg_lab/`: the runtime (`python -m ecg_lab.edge`), the package files it imports
 
-On the device (CPU torch and NumPy; SciPy to classify recordings):
+Run it from this folder with CPU torch and NumPy (`--backend torch`, the default) or with
+onnxruntime and NumPy (`--backend onnx`); classifying a recording also takes SciPy:
 
     python -m ecg_lab.edge {command} --export .
 """
+
+
+class Decoder(nn.Module):
+    """A VAE's decoder as a module of its own: latent ``z`` → waveform."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(z)
+
+
+class Encoder(nn.Module):
+    """A VAE's encoder as a module of its own: window → ``(mu, logvar)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.encode(x)
+
+
+def onnx_graphs(net: nn.Module, config: dict[str, Any]) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    """What goes to ONNX, by the ``ONNX_NAMES`` key: the module and an example input (batch 2)."""
+    if config["task"] == "classification":
+        return {"classification": (net, torch.randn(2, 1, int(config["window"])))}
+    window = torch.randn(2, net.in_channels, net.seq_len)
+    return {"generation": (Decoder(net), torch.randn(2, net.latent_dim)), "encoder": (Encoder(net), window)}
+
+
+def write_onnx(
+    module: nn.Module, example: torch.Tensor, names: tuple[list[str], list[str]], path: Path
+) -> float:
+    """Export ``module`` (dynamic batch) with the dynamo exporter, check ONNX Runtime against torch on
+    another batch size and return the largest absolute difference."""
+    module = module.eval()
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)  # progress chatter of the exporter and its graph passes
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                (example,),
+                input_names=names[0],
+                output_names=names[1],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+    program.save(path, external_data=False)
+    x = torch.randn(3, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+    got = edge.onnx_session(path, threads=1).run(None, {names[0][0]: x.numpy()})
+    with torch.no_grad():
+        want = module(x)
+    want = want if isinstance(want, tuple) else (want,)
+    diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want, strict=True))
+    if not diff <= ONNX_ATOL:
+        raise RuntimeError(f"{path}: ONNX Runtime differs from torch by {diff:.3g} (> {ONNX_ATOL})")
+    return diff
 
 
 def edge_config(model: Any, stored: DictConfig, name: str, weights: str) -> dict[str, Any]:
@@ -60,26 +139,61 @@ def edge_config(model: Any, stored: DictConfig, name: str, weights: str) -> dict
     return config
 
 
+def copy_runtime(out: Path) -> None:
+    """The package files the edge runtime imports, into ``out/ecg_lab``."""
+    package = Path(ecg_lab.__file__).parent
+    for rel in RUNTIME_FILES:
+        (out / "ecg_lab" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(package / rel, out / "ecg_lab" / rel)
+
+
+def export_model(model: Any, stored: DictConfig, out: Path, name: str) -> dict[str, Any]:
+    """Write the export folder of a LightningModule and the config it was built from; returns the
+    export's config."""
+    others = [p.name for p in out.glob("*_config.json") if p.name != f"{name}_config.json"]
+    if others:
+        raise FileExistsError(
+            f"{out} already holds another export ({', '.join(others)}); give an empty folder with out_dir=DIR"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    config = edge_config(model, stored, name, f"{name}_weights.pth")
+    net = model.net.cpu().eval()
+    onnx_files = {}
+    for key, (module, example) in onnx_graphs(net, config).items():
+        suffix = "_encoder" if key == "encoder" else ""
+        onnx_files[f"onnx{suffix}"] = f"{name}{suffix}.onnx"
+        diff = write_onnx(module, example, ONNX_NAMES[key], out / f"{name}{suffix}.onnx")
+        log.info("%s: ONNX Runtime agrees with torch to %.2g", f"{name}{suffix}.onnx", diff)
+    config |= onnx_files
+    torch.save(net.state_dict(), out / config["weights"])
+    copy_runtime(out)
+    write_json(out / f"{name}_config.json", config)
+    if config["task"] == "generation":
+        command = "generate --n 10 --out synth.csv"
+        onnx_list = f"`{name}.onnx`: the decoder (z → ECG); `{name}_encoder.onnx`: window → mu, logvar"
+    else:
+        command = "classify --record A00002.mat"
+        onnx_list = f"`{name}.onnx`: the network (window → logits)"
+    class_list = f", classes {config['classes']}" if "classes" in config else ""
+    (out / "README.md").write_text(
+        README.format(
+            config=f"{name}_config.json",
+            command=command,
+            class_list=class_list,
+            onnx_list=onnx_list,
+            **config,
+        )
+    )
+    return config
+
+
 @task_wrapper
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """Write the export folder; returns its config."""
+    """Write the export folder of ``cfg.ckpt_path``; returns its config."""
     model, stored = model_from_checkpoint(cfg.ckpt_path)
     name = cfg.get("name") or stored.get("model_name") or type(model.net).__name__.lower()
     out = Path(cfg.get("out_dir") or Path(cfg.paths.output_dir) / "export")
-    out.mkdir(parents=True, exist_ok=True)
-    weights = f"{name}_weights.pth"
-    config = edge_config(model, stored, name, weights)
-    torch.save(model.net.state_dict(), out / weights)
-    write_json(out / f"{name}_config.json", config)
-    command = (
-        "generate --n 10 --out synth.csv"
-        if config["task"] == "generation"
-        else "classify --record A00001.mat"
-    )
-    class_list = f", classes {config['classes']}" if "classes" in config else ""
-    (out / "README.md").write_text(
-        README.format(config=f"{name}_config.json", command=command, class_list=class_list, **config)
-    )
+    config = export_model(model, stored, out, name)
     log.info("export of %s written to %s", cfg.ckpt_path, out)
     return config
 
