@@ -72,7 +72,8 @@ class Encoder(nn.Module):
 def onnx_graphs(net: nn.Module, config: dict[str, Any]) -> dict[str, tuple[nn.Module, torch.Tensor]]:
     """What goes to ONNX, by the ``ONNX_NAMES`` key: the module and an example input (batch 2)."""
     if config["task"] == "classification":
-        return {"classification": (net, torch.randn(2, 1, int(config["window"])))}
+        channels = int(config["hyperparameters"].get("in_channels", 1))
+        return {"classification": (net, torch.randn(2, channels, int(config["window"])))}
     window = torch.randn(2, net.in_channels, net.seq_len)
     return {"generation": (Decoder(net), torch.randn(2, net.latent_dim)), "encoder": (Encoder(net), window)}
 
