@@ -14,7 +14,6 @@ from torch import nn
 
 from ecg_lab.losses import WeightedCrossEntropy
 from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
-from ecg_lab.models.crnn import count_parameters
 from ecg_lab.optimizers import ConfiguredOptimizers
 from ecg_lab.reports import plot_confusion_matrices
 
@@ -42,9 +41,7 @@ class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
         classes = [str(c) for c in classes]  # plain types only, so checkpoints load with weights_only
         # optimizer/scheduler partials stay out of hparams: checkpoints hold plain data only
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.net = net
+        self.hold(net, optimizer, scheduler)
         self.loss = loss if loss is not None else WeightedCrossEntropy("none", len(classes))
         self.classes = tuple(classes)
         k = len(self.classes)
@@ -52,9 +49,6 @@ class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
         self.val_metrics = window_metrics(k).clone(prefix="val/")
         self.test_metrics = window_metrics(k).clone(prefix="test/")
         self._outputs: dict[str, list[torch.Tensor]] = {}
-        self.n_params = count_parameters(net)
-        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
-        self.test_results: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -194,8 +194,9 @@ def windows_of(config: dict[str, Any], signal: np.ndarray) -> np.ndarray:
     from ecg_lab.data.records import Record
 
     prep = Preprocessing(**config["preprocess"])
-    x = prep.apply(Record("record", np.asarray(signal, dtype=np.float32), float(config["fs"]), ""))
-    return np.stack([x[s : s + prep.window] for s in prep.starts(x.size)])
+    return prep.windows(
+        prep.apply(Record("record", np.asarray(signal, dtype=np.float32), float(config["fs"]), ""))
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ from torch import nn
 
 from ecg_lab.fidelity import fidelity
 from ecg_lab.losses import MorphologyWeightedMSE
-from ecg_lab.models.crnn import count_parameters
 from ecg_lab.optimizers import ConfiguredOptimizers
 from ecg_lab.plots import plot_overlays, plot_signal_grid
 
@@ -61,17 +60,12 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "fidelity"], logger=False)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.net = net
+        self.hold(net, optimizer, scheduler)
         self.loss = loss if loss is not None else MorphologyWeightedMSE()
         self.fs = float(fs)
         self.settings = (
             fidelity if isinstance(fidelity, FidelitySettings) else FidelitySettings(**(fidelity or {}))
         )
-        self.n_params = count_parameters(net)
-        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
-        self.test_results: dict[str, Any] = {}
         self.test_examples: dict[str, np.ndarray] = {}
         self._kept: dict[str, list[dict[str, np.ndarray]]] = {}
 

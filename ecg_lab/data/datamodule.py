@@ -74,14 +74,8 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         self.fold = fold
         if folds is not None:
             check_folds(folds, fold)  # before any work
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.on_bad_record = on_bad_record
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.keep_run_settings(batch_size, num_workers, pin_memory, on_bad_record, cache_dir, run_dir, name)
         self.synthetic = synthetic
-        self.name = name
         self.prepared: PreparedRecords | None = None
         self.record_split: np.ndarray | None = None
         self.datasets: dict[str, WindowDataset] = {}

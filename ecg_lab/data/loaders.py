@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
@@ -16,6 +17,25 @@ class SplitLoaders:
     batch_size: int
     num_workers: int
     pin_memory: bool
+
+    def keep_run_settings(
+        self,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        on_bad_record: str,
+        cache_dir: str | Path | None,
+        run_dir: str | Path | None,
+        name: str,
+    ) -> None:
+        """The loading, bad-record and folder settings every ecg_lab datamodule keeps."""
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.on_bad_record = on_bad_record
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.name = name
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         self.setup()  # type: ignore[attr-defined]

@@ -106,3 +106,7 @@ class Preprocessing:
     def starts(self, n_samples: int) -> np.ndarray:
         """Start indices of the windows of a signal of ``n_samples``."""
         return np.arange(window_count(n_samples, self.window, self.stride), dtype=np.int64) * self.stride
+
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """The windows ``(n, window)`` of a preprocessed signal, at ``starts``."""
+        return np.stack([x[s : s + self.window] for s in self.starts(x.size)])

@@ -328,13 +328,7 @@ class WaveformDataModule(SplitLoaders, pl.LightningDataModule):
             analytic if isinstance(analytic, AnalyticSpec) else AnalyticSpec(**dict(analytic or {}))
         )
         self.cleaning = cleaning if isinstance(cleaning, Cleaning) else Cleaning(**dict(cleaning or {}))
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.on_bad_record = on_bad_record
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.name = name
+        self.keep_run_settings(batch_size, num_workers, pin_memory, on_bad_record, cache_dir, run_dir, name)
         self.records: CleanRecords | None = None
         self.windows: Windows | None = None
         self.datasets: dict[str, WaveformDataset] = {}
