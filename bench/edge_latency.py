@@ -35,10 +35,10 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ecg_lab import edge  # noqa: E402
+from ecg_lab.classification.metrics import confusion_matrix, official_f1, record_probabilities  # noqa: E402
+from ecg_lab.edge import runtime as edge  # noqa: E402
 from ecg_lab.export import Decoder, export_model  # noqa: E402
-from ecg_lab.fidelity import fidelity  # noqa: E402
-from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities  # noqa: E402
+from ecg_lab.generation.fidelity import fidelity  # noqa: E402
 
 TARGET_MS = {"classification": 1.0, "generation": 5.0}
 QUANTIZED = {nn.LSTM, nn.GRU, nn.Linear}
@@ -47,14 +47,14 @@ QUANTIZED = {nn.LSTM, nn.GRU, nn.Linear}
 def module_and_config(ckpt: Path | None, overrides: list[str]) -> tuple[Any, Any]:
     """A trained LightningModule and its stored config, or a freshly initialised one from ``conf/``."""
     if ckpt is not None:
-        from ecg_lab.eval import model_from_checkpoint
+        from ecg_lab.app.checkpoints import model_from_checkpoint
 
         return model_from_checkpoint(ckpt)
     import hydra
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose("train", overrides=[*overrides, "data.run_dir=null"])
+        cfg = compose("train", overrides=[*overrides])
     torch.manual_seed(0)
     return hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss)).eval(), cfg
 
@@ -153,7 +153,7 @@ def test_batches(stored: Any, cache_dir: Path) -> list[Any]:
     data_cfg = stored.data.copy()
     with open_dict(data_cfg):
         data_cfg.cache_dir = str(cache_dir)
-        data_cfg.run_dir = None
+        data_cfg.pop("run_dir", None)  # checkpoints before 0.2
     datamodule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")

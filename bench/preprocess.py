@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ecg_lab.data.datamodule import ECGWindowDataModule
-    from ecg_lab.data.prepared import prepare_records
-    from ecg_lab.data.preprocess import Preprocessing
+    from ecg_lab.classification.datamodule import ECGWindowDataModule
+    from ecg_lab.classification.prepared import prepare_records
+    from ecg_lab.edge.preprocess import Preprocessing
 
     logging.getLogger("ecg_lab").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_2, _, _, _ = plain_loop(record_dir, set())
 
         t0 = time.perf_counter()
-        dm = ECGWindowDataModule(root=root, preprocess=prep, fs=FS, cache_dir=cache, run_dir=None)
+        dm = ECGWindowDataModule(root=root, preprocess=prep, fs=FS, cache_dir=cache)
         dm.prepare_data()
         warm_prepare_s = time.perf_counter() - t0
         dm.setup()

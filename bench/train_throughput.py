@@ -94,8 +94,8 @@ def build_module(seed: int, classes: tuple[str, ...], class_weights: Any) -> Any
     import torch
     from omegaconf import OmegaConf
 
-    from ecg_lab.classification import ECGClassifier
-    from ecg_lab.losses import WeightedCrossEntropy
+    from ecg_lab.classification.loss import WeightedCrossEntropy
+    from ecg_lab.classification.module import ECGClassifier
     from ecg_lab.models.crnn import CRNN
 
     cfg = OmegaConf.load(REPO / "conf" / "model" / "cnn_lstm.yaml")
@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ecg_lab.data.datamodule import ECGWindowDataModule
-    from ecg_lab.data.preprocess import Preprocessing
+    from ecg_lab.classification.datamodule import ECGWindowDataModule
+    from ecg_lab.edge.preprocess import Preprocessing
 
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", module="lightning_fabric")
@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
             root=root,
             preprocess=Preprocessing(),
             cache_dir=cache,
-            run_dir=None,
             batch_size=BATCH_SIZE,
             num_workers=0,
         )

@@ -10,108 +10,32 @@ Both read the data config (``data=ptbxl`` etc.) through the same cache as traini
 
 from __future__ import annotations
 
-import csv
-import logging
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # before torch loads (console scripts go through ecg_lab.app.launch)
+    from ecg_lab.app.environment import prefer_short_omp_spin
 
-import hydra
-import numpy as np
-from omegaconf import DictConfig
+    prefer_short_omp_spin()
 
-from ecg_lab.data.analytic import analytic_ecg
-from ecg_lab.data.splits import SPLITS
-from ecg_lab.data.waveforms import WaveformDataModule
-from ecg_lab.plots import plot_real_vs_analytic, plot_rpeaks
-from ecg_lab.reports import write_json
-from ecg_lab.runtime import CONFIG_DIR, task_wrapper
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
+from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.data.splits import SPLITS  # noqa: E402
+from ecg_lab.generation.analysis import COMMANDS, analyze_rpeaks, analyze_waveforms  # noqa: E402
+from ecg_lab.generation.datamodule import WaveformDataModule  # noqa: E402
 
 log = logging.getLogger(__name__)
-COMMANDS = ("rpeaks", "waveforms")
-
-
-def rpeak_positions(rpeaks: np.ndarray) -> np.ndarray:
-    """The within-window index of every R-peak in a (windows, samples) mask."""
-    return np.nonzero(rpeaks)[1]
-
-
-def rpeak_histogram(positions: np.ndarray, window: int, bins: int) -> list[dict[str, Any]]:
-    """Counts of R-peak positions in ``bins`` equal bins over ``[0, window)``."""
-    counts, edges = np.histogram(positions, bins=bins, range=(0, window))
-    return [
-        {"bin": i, "start": float(edges[i]), "end": float(edges[i + 1]), "count": int(c)}
-        for i, c in enumerate(counts)
-    ]
-
-
-def bin_medians(positions: np.ndarray, window: int, bins: int) -> list[dict[str, Any]]:
-    """The median R-peak index (and count) within each of ``bins`` equal temporal bins."""
-    edges = np.linspace(0, window, bins + 1)
-    rows = []
-    for i in range(bins):
-        inside = positions[(positions >= edges[i]) & (positions < edges[i + 1])]
-        rows.append(
-            {
-                "bin": i,
-                "start": float(edges[i]),
-                "end": float(edges[i + 1]),
-                "n_peaks": int(inside.size),
-                "median_index": float(np.median(inside)) if inside.size else float("nan"),
-            }
-        )
-    return rows
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
-def analyze_rpeaks(cfg: DictConfig, dm: WaveformDataModule, out: Path) -> dict[str, Any]:
-    masks = np.concatenate([dm.datasets[s].windows.rpeaks for s in cfg.splits])
-    positions = rpeak_positions(masks)
-    hist = rpeak_histogram(positions, dm.window, int(cfg.hist_bins))
-    medians = bin_medians(positions, dm.window, int(cfg.median_bins))
-    write_csv(out / "rpeak_histogram.csv", hist)
-    write_csv(out / "rpeak_bin_medians.csv", medians)
-    plot_rpeaks(hist, medians, dm.window, out / "rpeaks.png", f"{dm.name}, {len(masks)} windows")
-    summary = {
-        "data": dm.name,
-        "splits": list(cfg.splits),
-        "n_windows": int(len(masks)),
-        "n_rpeaks": int(positions.size),
-        "rpeaks_per_window": float(positions.size / max(len(masks), 1)),
-        "median_rpeak_index": float(np.median(positions)) if positions.size else float("nan"),
-    }
-    write_json(out / "rpeak_summary.json", summary)
-    return summary
-
-
-def analyze_waveforms(cfg: DictConfig, dm: WaveformDataModule, out: Path) -> dict[str, Any]:
-    r = dm.records
-    assert r is not None
-    usable = np.flatnonzero(r.lengths >= dm.window)
-    rng = np.random.default_rng(int(cfg.seed))
-    chosen = np.sort(rng.choice(usable, size=min(int(cfg.n_records), usable.size), replace=False))
-    real, analytic, peaks, names = [], [], [], []
-    for i in chosen:
-        x = r.signal(i)[: dm.window]
-        p = r.rpeaks(i)
-        real.append(x)
-        analytic.append(analytic_ecg(p, int(r.lengths[i]), r.fs, dm.analytic)[0][: dm.window])
-        peaks.append(p[p < dm.window])
-        names.append(f"{r.sources[i]} {r.ids[i]} ({r.labels[i] or 'no label'})")
-    plot_real_vs_analytic(real, analytic, peaks, names, r.fs, out / "real_vs_analytic.png")
-    return {"records": names}
 
 
 @task_wrapper
-def analyze(cfg: DictConfig) -> dict[str, Any]:
+def analyze(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Run ``cfg.command`` on the configured data; writes into the run folder."""
     if cfg.command not in COMMANDS:
         raise ValueError(f"unknown command {cfg.command!r}; use one of {COMMANDS}")
@@ -126,9 +50,8 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"splits: unknown {unknown}; use some of {list(SPLITS)}")
     dm.prepare_data()
     dm.setup()
-    out = Path(cfg.paths.output_dir)
-    result = (analyze_rpeaks if cfg.command == "rpeaks" else analyze_waveforms)(cfg, dm, out)
-    log.info("%s: %s; written to %s", cfg.command, result, out)
+    result = (analyze_rpeaks if cfg.command == "rpeaks" else analyze_waveforms)(cfg, dm, outputs.dir)
+    log.info("%s: %s; written to %s", cfg.command, result, outputs.dir)
     return result
 
 
@@ -143,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] not in COMMANDS:
         sys.exit(f"usage: python -m ecg_lab.analyze {{{'|'.join(COMMANDS)}}} [data=...] [overrides]")
     sys.argv = [sys.argv[0], *args[1:], f"command={args[0]}"]
+    set_up_app()
     _hydra_main()
 
 

@@ -1,88 +1,76 @@
 """Evaluate a checkpoint: ``python -m ecg_lab.eval ckpt_path=... [data=... data.root=... data.split=all]``.
 
 The network, the loss and, unless given, the data are rebuilt from the config stored inside the
-checkpoint; nothing else from the training run is needed.
+checkpoint. Its own test split is the split manifest stored beside it: the records it names are read
+back (a missing or unreadable one is an error), never split again. ``data.split=all`` tests every
+record of a dataset instead.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # before torch loads (console scripts go through ecg_lab.app.launch)
+    from ecg_lab.app.environment import prefer_short_omp_spin
 
-import hydra
-import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+    prefer_short_omp_spin()
 
-from ecg_lab.runtime import CONFIG_DIR, instantiate_list, run_test, task_wrapper
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+from ecg_lab.app.checkpoints import load_checkpoint, model_from_checkpoint, stored_manifest  # noqa: E402
+from ecg_lab.app.checks import warn_if_signals_differ  # noqa: E402
+from ecg_lab.app.config import CONFIG_DIR, instantiate_list  # noqa: E402
+from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.task import task_wrapper  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
-    """The checkpoint and the run config stored in it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    stored = (ckpt.get("ecg_lab") or {}).get("config")
-    if not stored:
-        raise ValueError(f"{path} holds no ecg_lab config; it was not written by `python -m ecg_lab.train`")
-    return ckpt, OmegaConf.create(stored)
-
-
-def model_from_checkpoint(
-    path: str | Path, model_cfg: DictConfig | None = None, loss_cfg: DictConfig | None = None
-) -> tuple[pl.LightningModule, DictConfig]:
-    """Rebuild the LightningModule from the checkpoint's own config and load its weights."""
-    ckpt, stored = load_checkpoint(path)
-    model = hydra.utils.instantiate(
-        model_cfg or stored.model, loss=hydra.utils.instantiate(loss_cfg or stored.loss)
-    )
-    model.load_state_dict(ckpt["state_dict"])
-    model.run_config = OmegaConf.to_container(stored)
-    model.eval()
-    return model, stored
-
-
-#: data keys that shape what the model sees; evaluating with other values than in training is suspect
-SIGNAL_KEYS = ("preprocess", "fs", "window", "stride", "input", "analytic", "cleaning")
-
-
-def warn_if_signals_differ(data_cfg: DictConfig, stored: DictConfig) -> None:
-    """Warn for each signal-shaping data key that differs from the one the checkpoint was trained with."""
-    given_cfg = OmegaConf.to_container(data_cfg, resolve=True)
-    trained_cfg = OmegaConf.to_container(stored)
-    for key in SIGNAL_KEYS:
-        given, trained = given_cfg.get(key), trained_cfg.get(key)  # type: ignore[union-attr]
-        if given != trained:
-            log.warning(
-                "data.%s differs from the one the checkpoint was trained with: %s vs %s", key, given, trained
-            )
+def own_split(datamodule: Any, ckpt: dict[str, Any], ckpt_path: str, data_cfg: DictConfig) -> None:
+    """Give ``datamodule`` the checkpoint's split manifest, unless the data config sets its own
+    (``data.manifest``) or tests every record (``data.split=all``)."""
+    if data_cfg.get("split") == "all" or data_cfg.get("manifest") is not None:
+        return
+    manifest = stored_manifest(ckpt)
+    if manifest is None:
+        raise ValueError(
+            f"ckpt_path={ckpt_path} stores no split manifest (it predates ecg_lab 0.2), so its test split "
+            "cannot be read back; pass data.manifest=<its run folder>/split.csv, or data.split=all to "
+            "test every record"
+        )
+    datamodule.use_manifest(manifest)
 
 
 @task_wrapper
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Test the checkpoint on the configured data and write ``test_metrics.json`` and plots."""
     if not cfg.get("ckpt_path"):
         raise ValueError(
             "ckpt_path is required: python -m ecg_lab.eval ckpt_path=outputs/.../checkpoints/last.ckpt"
         )
-    output_dir = Path(cfg.paths.output_dir)
+    ckpt, _ = load_checkpoint(cfg.ckpt_path)
     model, stored = model_from_checkpoint(cfg.ckpt_path, cfg.get("model"), cfg.get("loss"))
     data_cfg = cfg.data if cfg.get("data") is not None else stored.data
     if cfg.get("data") is not None:
         warn_if_signals_differ(cfg.data, stored.data)
     data_cfg = data_cfg.copy()
     with open_dict(data_cfg):
-        data_cfg.run_dir = str(output_dir)
         data_cfg.cache_dir = cfg.paths.cache_dir
+        data_cfg.pop("run_dir", None)  # checkpoints before 0.2: the run writer owns the run folder now
     datamodule = hydra.utils.instantiate(data_cfg)
     if hasattr(model, "classes") and tuple(datamodule.classes) != tuple(model.classes):
         raise ValueError(
             f"data.classes {list(datamodule.classes)} differ from the checkpoint's {list(model.classes)}"
         )
+    own_split(datamodule, ckpt, cfg.ckpt_path, data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    outputs.data_files(datamodule)
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=instantiate_list(cfg.get("callbacks")),
@@ -98,14 +86,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         else datamodule.roots(),
         "split": data_cfg.get("split"),
     }
-    run_test(trainer, model, datamodule, output_dir, extra)
-    return {k: v for k, v in model.test_results.items() if isinstance(v, float)}
+    tested = outputs.test_results(trainer, model, datamodule, extra)
+    return {k: v for k, v in tested.items() if isinstance(v, float)}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
+def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    """Entry point."""
+    set_up_app()
+    _hydra_main()
 
 
 if __name__ == "__main__":

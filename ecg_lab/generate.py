@@ -7,35 +7,32 @@ one column per ECG) and ``generated.png`` (a grid).
 
 from __future__ import annotations
 
-import csv
-import logging
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # before torch loads (console scripts go through ecg_lab.app.launch)
+    from ecg_lab.app.environment import prefer_short_omp_spin
 
-import hydra
-import numpy as np
-from omegaconf import DictConfig
+    prefer_short_omp_spin()
 
-from ecg_lab.eval import model_from_checkpoint
-from ecg_lab.plots import plot_signal_grid
-from ecg_lab.reports import write_json
-from ecg_lab.runtime import CONFIG_DIR, task_wrapper
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ecg_lab.app.checkpoints import model_from_checkpoint  # noqa: E402
+from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
+from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.edge.runtime import write_csv  # noqa: E402
+from ecg_lab.generation.figures import plot_signal_grid  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def write_signals_csv(path: Path, signals: np.ndarray, fs: float) -> Path:
-    """One row per time step: ``time_s, ecg_0, ..., ecg_{n-1}``."""
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["time_s", *(f"ecg_{i}" for i in range(len(signals)))])
-        for t, row in enumerate(signals.T):
-            w.writerow([f"{t / fs:.4f}", *(f"{v:.6g}" for v in row)])
-    return path
-
-
 @task_wrapper
-def generate(cfg: DictConfig) -> dict[str, Any]:
+def generate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Decode ``cfg.n`` latent vectors of the checkpoint's VAE into files in the run folder."""
     if int(cfg.n) < 1:
         raise ValueError(f"n={cfg.n} must be at least 1")
@@ -47,10 +44,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         )
     model.to(cfg.device)
     signals = model.generate(int(cfg.n), seed=int(cfg.seed))
-    out = Path(cfg.paths.output_dir)
+    out = outputs.dir
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "generated.npy", signals.astype(np.float32))
-    write_signals_csv(out / "generated.csv", signals, model.fs)
+    write_csv(out / "generated.csv", signals, model.fs)
     plot_signal_grid(
         signals, model.fs, out / "generated.png", f"{len(signals)} generated ECGs (seed {cfg.seed})"
     )
@@ -61,15 +58,20 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "fs": model.fs,
         "samples": int(signals.shape[1]),
     }
-    write_json(out / "generated.json", info)
+    outputs.json("generated.json", info)
     log.info("%d generated ECGs written to %s", len(signals), out)
     return info
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
+def _hydra_main(cfg: DictConfig) -> None:
     generate(cfg)
+
+
+def main() -> None:
+    """Entry point."""
+    set_up_app()
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from pathlib import Path
-from typing import Any
+if __name__ == "__main__":  # before torch loads (console scripts go through ecg_lab.app.launch)
+    from ecg_lab.app.environment import prefer_short_omp_spin
 
-import hydra
-import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig
+    prefer_short_omp_spin()
 
-from ecg_lab.checks import check_task_config
-from ecg_lab.runtime import (
-    CONFIG_DIR,
-    instantiate_list,
-    ranks_start_in_this_job,
-    run_test,
-    task_wrapper,
-    to_container,
-)
+import logging  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ecg_lab.app.checks import check_task_config  # noqa: E402
+from ecg_lab.app.config import CONFIG_DIR, instantiate_list, ranks_start_in_this_job, to_container  # noqa: E402
+from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.task import task_wrapper  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,18 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 
 
 @task_wrapper
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the best checkpoint; writes the run's reports; returns the metrics."""
+def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; the run folder gets the split, the test metrics and figures;
+    returns the metrics."""
     t0 = time.perf_counter()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     torch.set_flush_denormal(True)  # denormal gradients slow CPU LSTM backward passes several-fold
     pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     datamodule, model = build(cfg)
     datamodule.prepare_data()  # generate/preprocess before loggers start (wandb must not be forked)
+    datamodule.setup("fit")  # the split, written before training starts
+    outputs.data_files(datamodule)
     print(
         f"model {cfg.model.net._target_.rsplit('.', 1)[-1]} "
         f"({cfg.get('model_name', '')}): {model.n_params:,} parameters",
@@ -78,17 +80,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "epochs": trainer.current_epoch,
             "wall_time_s": round(time.perf_counter() - t0, 2),
         }
-        run_test(trainer, model, datamodule, output_dir, extra, ckpt_path=best or None)
-        metrics.update({f"test/{k}": v for k, v in model.test_results.items() if isinstance(v, float)})
+        tested = outputs.test_results(trainer, model, datamodule, extra, ckpt_path=best or None)
+        metrics.update({f"test/{k}": v for k, v in tested.items() if isinstance(v, float)})
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the optimised metric for sweepers."""
+def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric") or "")
     return float(value) if value is not None else None
+
+
+def main() -> float | None:
+    """Entry point (returns the optimised metric for sweepers)."""
+    set_up_app()
+    return _hydra_main()
 
 
 if __name__ == "__main__":

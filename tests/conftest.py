@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import ecg_lab.runtime  # noqa: F401  (registers resolvers)
+from ecg_lab.app.config import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PN2017 = REPO.parent / "shared" / "data" / "physionet2017" / "training2017"
@@ -24,6 +24,8 @@ SMALL_SYNTHETIC = [
     "data.synthetic.shares=[0.25,0.25,0.25,0.25]",
     "data.batch_size=16",
 ]
+
+register_resolvers()  # what the entry points do before composing
 
 
 @pytest.fixture(scope="session")

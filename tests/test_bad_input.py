@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import scipy.io
 
-from ecg_lab.data.datamodule import ECGWindowDataModule
+from ecg_lab.app.outputs import RunOutputs
+from ecg_lab.classification.datamodule import ECGWindowDataModule
+from ecg_lab.classification.prepared import prepare_records
 from ecg_lab.data.physionet2017 import read_records
-from ecg_lab.data.prepared import prepare_records
-from ecg_lab.data.preprocess import Preprocessing
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
+from ecg_lab.edge.preprocess import Preprocessing
 from tests.helpers import write_dataset, write_record
 
 GOOD = {"A00001": "N", "A00002": "A", "A00003": "O", "A00004": "~"}
@@ -125,11 +126,10 @@ def test_bad_record_skipped_with_warning_and_listed(
     root = write_dataset(tmp_path / "d", GOOD | {f"A0001{i}": "NAO~"[i % 4] for i in range(8)})
     spoil, problem = CASES[case]
     filename = spoil(root)
-    dm = ECGWindowDataModule(
-        root, on_bad_record="skip", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run"
-    )
+    dm = ECGWindowDataModule(root, on_bad_record="skip", cache_dir=tmp_path / "cache")
     with caplog.at_level(logging.WARNING):
         dm.setup()
+    RunOutputs(tmp_path / "run").data_files(dm)
     assert "A00002" not in dm.record_ids() and len(dm.record_ids()) == 11
     assert any(filename in r.getMessage() for r in caplog.records)
     rows = list(csv.DictReader((tmp_path / "run" / "skipped_records.csv").open()))

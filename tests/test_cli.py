@@ -95,6 +95,18 @@ def test_multirun_subfolders_are_named_by_job_and_overrides(tmp_path: Path, cach
     assert "paths.cache_dir" not in jobs[0]
 
 
-def test_console_scripts_are_declared() -> None:
-    text = (REPO / "pyproject.toml").read_text()
-    assert 'ecg-lab-train = "ecg_lab.train:main"' in text and 'ecg-lab-eval = "ecg_lab.eval:main"' in text
+VERBS = ("train", "eval", "generate", "analyze", "export", "report")
+
+
+def test_console_scripts_are_declared_for_every_verb() -> None:
+    import importlib
+
+    import tomllib
+
+    from ecg_lab.app import launch
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for verb in VERBS:
+        assert scripts[f"ecg-lab-{verb}"] == f"ecg_lab.app.launch:{verb}"
+        assert callable(getattr(launch, verb))
+        assert callable(importlib.import_module(f"ecg_lab.{verb}").main)  # python -m ecg_lab.<verb>

@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ecg_lab.checks import check_task_config, task_of
-from ecg_lab.runtime import instantiate_list
+from ecg_lab.app.checks import check_task_config, task_of
+from ecg_lab.app.config import instantiate_list
 from tests.conftest import REPO, compose_config
 
 
@@ -118,7 +118,7 @@ def test_hydra_run_and_sweep_dirs_carry_microseconds() -> None:
 
 
 def test_long_override_lists_make_short_unique_folder_names() -> None:
-    from ecg_lab.runtime import short_dirname
+    from ecg_lab.app.config import short_dirname
 
     assert short_dirname("model=gru,seed=1") == "model=gru,seed=1"
     long_a = ",".join(f"data.synthetic.option_{i}=value" for i in range(20)) + ",seed=1"

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from ecg_lab import edge
-from ecg_lab.eval import model_from_checkpoint
-from ecg_lab.export import export, export_model
-from ecg_lab.models.summary import model_names
+from ecg_lab.app.checkpoints import model_from_checkpoint
+from ecg_lab.classification.variants import model_names
+from ecg_lab.edge import runtime as edge
+from ecg_lab.edge.export import export_model, runtime_files
+from ecg_lab.export import export
 from ecg_lab.train import train
 from tests.conftest import SMALL_SYNTHETIC, compose_config
 from tests.test_waveforms import SMALL_NORMAL
@@ -64,7 +65,7 @@ def test_export_folder_holds_weights_config_onnx_runtime_and_readme(exports) -> 
         assert all(isinstance(v, torch.Tensor) for v in state.values())  # a plain state dict
         assert sorted(
             str(p.relative_to(folder / "ecg_lab")) for p in (folder / "ecg_lab").rglob("*.py")
-        ) == sorted(edge.RUNTIME_FILES)
+        ) == runtime_files()
         assert "python -m ecg_lab.edge" in (folder / "README.md").read_text()
     clf = json.loads((exports["cnn_lstm"][1] / "cnn_lstm_config.json").read_text())
     assert (
@@ -194,7 +195,7 @@ def test_edge_classifies_a_recording_without_the_training_stack(
 def test_edge_windows_match_the_training_pipeline(exports, cache_dir: Path) -> None:
     """The runtime's preprocessing gives the windows the datamodule trains on."""
     from ecg_lab.data.physionet2017 import read_record
-    from ecg_lab.data.preprocess import Preprocessing
+    from ecg_lab.edge.preprocess import Preprocessing
 
     folder = exports["cnn_lstm"][1]
     config = edge.read_config(folder)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from ecg_lab.fidelity import (
+from ecg_lab.generation.fidelity import (
     detect_rpeaks,
     fidelity,
     is_plausible_rhythm,

@@ -14,9 +14,11 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
-from ecg_lab.analyze import analyze, bin_medians, rpeak_histogram
-from ecg_lab.checks import check_task_config
-from ecg_lab.eval import evaluate, model_from_checkpoint
+from ecg_lab.analyze import analyze
+from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
+from ecg_lab.app.checkpoints import model_from_checkpoint
+from ecg_lab.app.checks import check_task_config
+from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
 from ecg_lab.train import train
 from tests.conftest import REPO, compose_config
@@ -137,7 +139,7 @@ def test_beta_is_logged_every_step_and_follows_the_schedule(trained: Path) -> No
         rows = [r for r in csv.DictReader(f) if r.get("train/beta")]
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(len(steps))) and len(steps) == 6  # 2 epochs × 3 batches
-    from ecg_lab.losses import cyclical_beta
+    from ecg_lab.generation.loss import cyclical_beta
 
     beta = OmegaConf.load(REPO / "conf" / "loss" / "morph_mse.yaml").beta
     betas = [float(r["train/beta"]) for r in rows]
@@ -238,7 +240,7 @@ def test_eval_warns_when_the_data_shapes_signals_differently(
     ckpt = next((trained / "checkpoints").glob("best-*.ckpt"))
     overrides = [f"ckpt_path={ckpt}", "trainer=cpu", "data=synthetic_normal", *SMALL_NORMAL]
     cfg = compose_config("eval", [*overrides, "data.analytic.r_amplification=3"], tmp_path, cache_dir)
-    with caplog.at_level(logging.WARNING, logger="ecg_lab.eval"):
+    with caplog.at_level(logging.WARNING, logger="ecg_lab.app.checks"):
         evaluate(cfg)
-    warned = [r.getMessage() for r in caplog.records if r.name == "ecg_lab.eval"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "ecg_lab.app.checks"]
     assert len(warned) == 1 and warned[0].startswith("data.analytic differs")

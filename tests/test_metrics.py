@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities
+from ecg_lab.classification.metrics import confusion_matrix, official_f1, record_probabilities
 
 
 def test_official_f1_matches_hand_computation() -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.signal import sosfiltfilt, sosfreqz
 
-from ecg_lab.data import prepared as prepared_mod
-from ecg_lab.data.prepared import prepare_records
-from ecg_lab.data.preprocess import Preprocessing, butterworth, window_count
+from ecg_lab.classification import prepared as prepared_mod
+from ecg_lab.classification.prepared import prepare_records
 from ecg_lab.data.records import Record
+from ecg_lab.edge.preprocess import Preprocessing, butterworth, window_count
 from tests.helpers import write_dataset
 
 FS = 300.0

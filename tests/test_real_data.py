@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecg_lab.data.datamodule import ECGWindowDataModule
+from ecg_lab.classification.datamodule import ECGWindowDataModule
 from ecg_lab.data.physionet2017 import link_subset, read_reference
-from ecg_lab.data.preprocess import Preprocessing, window_count
+from ecg_lab.edge.preprocess import Preprocessing, window_count
 from tests.conftest import SHARED_PN2017
 
 pytestmark = pytest.mark.skipif(
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_real_subset_reads_preprocesses_and_splits(tmp_path: Path) -> None:
     root = link_subset(SHARED_PN2017, tmp_path / "training2017", 150)
-    dm = ECGWindowDataModule(tmp_path, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    dm = ECGWindowDataModule(tmp_path, cache_dir=tmp_path / "cache")
     dm.setup()
     prepared = dm.prepared
     assert prepared is not None and len(prepared) == 150 and not prepared.skipped

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ecg_lab.report import aggregate, configuration_name, find_runs, main, write_report
+from ecg_lab.report import main
+from ecg_lab.sweeps.results import aggregate, configuration_name, find_runs, write_report
 
 CLASSES = ["N", "A", "O", "~"]
 

@@ -9,9 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecg_lab.data.datamodule import ECGWindowDataModule
-from ecg_lab.data.splits import kfold_split, stratified_split
+from ecg_lab.app.outputs import RunOutputs
+from ecg_lab.classification.datamodule import ECGWindowDataModule
+from ecg_lab.data.splits import assign_splits
 from tests.helpers import write_dataset
+
+
+def ids(n: int, prefix: str = "A") -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(1, n + 1)]
+
+
+def stratified_split(labels: np.ndarray, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> np.ndarray:
+    return assign_splits(ids(len(labels)), labels, fractions, seed)[0]
+
+
+def kfold_split(labels: np.ndarray, folds: int, fold: int, fractions=(0.7, 0.15, 0.15), seed: int = 42):
+    return assign_splits(ids(len(labels)), labels, fractions, seed, folds, fold)[0]
 
 
 def test_split_is_stratified_reproducible_and_seeded() -> None:
@@ -30,12 +43,60 @@ def test_bad_fractions_are_rejected() -> None:
         stratified_split(np.zeros(10, dtype=int), (0.8, 0.3, 0.1))
 
 
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {r for r in before.keys() & after.keys() if before[r] != after[r]}
+
+
+@pytest.mark.parametrize("seed", [42, 1, 123])
+@pytest.mark.parametrize("folds", [None, 5])
+def test_adding_or_removing_one_record_moves_only_its_class_boundary(seed: int, folds: int | None) -> None:
+    """A record added or removed changes no record of another class, and at most the record at each
+    cut of its own class (two cuts for train/val/test; with k-fold, the fold cuts too)."""
+    rng = np.random.default_rng(seed)
+    records = [f"A{i:05d}" for i in rng.choice(99999, size=400, replace=False)]
+    labels = rng.choice(list("NAO~"), size=400, p=[0.6, 0.1, 0.25, 0.05])
+    label_of = dict(zip(records, labels, strict=True))
+    cuts = 2 if folds is None else folds + 1
+
+    def split_map(recs: list[str]) -> dict[str, str]:
+        splits, _ = assign_splits(recs, [label_of[r] for r in recs], seed=seed, folds=folds, fold=1)
+        return dict(zip(recs, splits, strict=True))
+
+    base = split_map(records)
+    for i in rng.choice(len(records), size=25, replace=False):
+        removed = records[:i] + records[i + 1 :]
+        changed = _changed(base, split_map(removed))
+        assert {label_of[r] for r in changed} <= {label_of[records[i]]}
+        assert len(changed) <= cuts
+    for k in range(25):
+        new = f"B{k:05d}"
+        label_of[new] = str(rng.choice(list("NAO~")))
+        changed = _changed(base, split_map([*records[:k], new, *records[k:]]))
+        assert {label_of[r] for r in changed} <= {label_of[new]}
+        assert len(changed) <= cuts
+
+
+def test_a_skipped_record_moves_no_other(tmp_path: Path) -> None:
+    """Splits are assigned over REFERENCE.csv before reading, so skipping a bad record changes nothing."""
+    labels = {f"A{i:05d}": "NNNAOO~"[i % 7] for i in range(1, 43)}
+    root = write_dataset(tmp_path / "d", labels, n=6000)
+    clean = ECGWindowDataModule(root, cache_dir=tmp_path / "c1")
+    clean.setup()
+    (root / "A00010.mat").write_bytes(b"broken")
+    skipping = ECGWindowDataModule(root, cache_dir=tmp_path / "c2", on_bad_record="skip")
+    skipping.setup()
+    before, after = clean.manifest.split_of(), skipping.manifest.split_of()
+    assert set(before) - set(after) == {("physionet2017", "A00010")}
+    assert all(before[k] == v for k, v in after.items())
+
+
 @pytest.fixture
 def datamodule(tmp_path: Path) -> ECGWindowDataModule:
     labels = {f"A{i:05d}": "NNNAOO~"[i % 7] for i in range(1, 43)}
     root = write_dataset(tmp_path / "d", labels, n=6000)
-    dm = ECGWindowDataModule(root, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run", batch_size=8)
+    dm = ECGWindowDataModule(root, cache_dir=tmp_path / "cache", batch_size=8)
     dm.setup()
+    RunOutputs(tmp_path / "run").data_files(dm)
     return dm
 
 
@@ -56,7 +117,7 @@ def test_no_record_has_windows_in_two_splits(datamodule: ECGWindowDataModule) ->
 
 def test_split_csv_written_to_run_folder(datamodule: ECGWindowDataModule, tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "run" / "split.csv").open()))
-    assert len(rows) == 42 and set(rows[0]) == {"record", "label", "split"}
+    assert len(rows) == 42 and list(rows[0]) == ["source", "record", "label", "split"]
     by_split = {r["record"]: r["split"] for r in rows}
     ids = datamodule.record_ids()
     for part, ds in datamodule.datasets.items():
@@ -176,13 +237,16 @@ def test_kfold_datamodule_writes_the_folds_split(kfold_dataset: tuple[Path, Path
     test_records: list[set[str]] = []
     for k in range(5):
         run = tmp_path / f"fold{k}"
-        dm = ECGWindowDataModule(root, cache_dir=cache, run_dir=run, batch_size=8, folds=5, fold=k)
+        dm = ECGWindowDataModule(root, cache_dir=cache, batch_size=8, folds=5, fold=k)
         dm.setup()
+        RunOutputs(run).data_files(dm)
         rows = list(csv.DictReader((run / "split.csv").open()))
         assert len(rows) == 42
-        labels = np.array([dm.classes.index(r["label"]) for r in rows])
-        expected = kfold_split(labels, 5, k, dm.split_fractions, dm.split_seed)
+        expected, folds = assign_splits(
+            [r["record"] for r in rows], [r["label"] for r in rows], dm.split_fractions, dm.split_seed, 5, k
+        )
         assert [r["split"] for r in rows] == expected.tolist()
+        assert [int(r["fold"]) for r in rows] == folds.tolist()
         test_records.append({r["record"] for r in rows if r["split"] == "test"})
         # no record has windows in two splits, and each split's windows are its records'
         ids = dm.record_ids()

@@ -23,7 +23,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ecg_lab import report
-from ecg_lab.models.summary import model_names
+from ecg_lab.classification.variants import model_names
 from tests.conftest import REPO, SMALL_SYNTHETIC
 
 TINY_SETTINGS = [
@@ -157,7 +157,7 @@ def test_slurm_launcher_renders_its_sbatch_array(tmp_path: Path, monkeypatch: py
     from hydra.core.global_hydra import GlobalHydra
     from submitit.core.utils import DelayedSubmission
 
-    from ecg_lab.runtime import CONFIG_DIR
+    from ecg_lab.app.config import CONFIG_DIR
 
     sweep = tmp_path / "sweep"
     GlobalHydra.instance().clear()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ecg_lab.eval import evaluate, model_from_checkpoint
+from ecg_lab.app.checkpoints import model_from_checkpoint
+from ecg_lab.eval import evaluate
 from ecg_lab.train import train
 from tests.conftest import compose_config
 

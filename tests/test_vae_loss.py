@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from ecg_lab.losses import (
+from ecg_lab.classification.loss import WeightedCrossEntropy
+from ecg_lab.generation.loss import (
     CyclicalBeta,
     MorphologyWeightedMSE,
-    WeightedCrossEntropy,
     cyclical_beta,
     signal_envelope,
 )

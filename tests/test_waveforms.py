@@ -8,12 +8,15 @@ import hydra
 import numpy as np
 import pytest
 
-from ecg_lab.data import waveforms
-from ecg_lab.data.analytic import AnalyticSpec, analytic_ecg
+from ecg_lab.app.outputs import RunOutputs
 from ecg_lab.data.physionet2017 import link_subset
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
-from ecg_lab.data.sources import PhysioNet2017Source, PTBXLSource
-from ecg_lab.data.waveforms import Cleaning, WaveformDataModule, cut_windows, resample
+from ecg_lab.generation import cleaning as waveforms
+from ecg_lab.generation.analytic import AnalyticSpec, analytic_ecg
+from ecg_lab.generation.cleaning import Cleaning, resample
+from ecg_lab.generation.datamodule import WaveformDataModule
+from ecg_lab.generation.sources import PhysioNet2017Source, PTBXLSource
+from ecg_lab.generation.windows import cut_windows
 from tests.conftest import REPO, SHARED_PN2017, compose_config
 from tests.helpers import write_dataset
 
@@ -138,11 +141,12 @@ def test_synthetic_normal_batches(tmp_path: Path, cache_dir: Path) -> None:
     assert beats.min() >= 7 and beats.max() <= 18  # 10 s of 55-100 bpm
     # analytic input: the R component (amplitude 1) sits at every detected R-peak
     assert np.allclose(batch["x"][:, 0][batch["rpeaks"]].numpy(), 1.0, atol=0.05)
+    RunOutputs(tmp_path / "run").data_files(dm)
     split = (tmp_path / "run" / "split.csv").read_text().splitlines()
-    assert split[0] == "source,record,label,split,windows" and len(split) == 25
+    assert split[0] == "source,record,label,split" and len(split) == 25
     by_record = {}
     for line in split[1:]:
-        _, rec, _, part, _ = line.split(",")
+        _, rec, _, part = line.split(",")
         by_record.setdefault(rec, set()).add(part)
     assert all(len(v) == 1 for v in by_record.values())
 
@@ -188,10 +192,9 @@ def test_bad_record_raises_or_is_skipped_and_listed(tmp_path: Path, cache_dir: P
     source = PhysioNet2017Source(root=folder, labels=["N"])
     with pytest.raises(BadRecordError, match="A00003.mat"):
         WaveformDataModule({"pn": source}, window=1000, cache_dir=cache_dir).prepare_data()
-    dm = WaveformDataModule(
-        {"pn": source}, window=1000, on_bad_record="skip", cache_dir=cache_dir, run_dir=tmp_path / "run"
-    )
+    dm = WaveformDataModule({"pn": source}, window=1000, on_bad_record="skip", cache_dir=cache_dir)
     dm.setup()
+    RunOutputs(tmp_path / "run").data_files(dm)
     skipped = (tmp_path / "run" / "skipped_records.csv").read_text()
     assert "A00003" in skipped and "MATLAB" in skipped
     assert "A00003" not in dm.records.ids.tolist() and len(dm.records) == 7

@@ -9,7 +9,27 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from ecg_lab.reports import plot_training_curves
+from ecg_lab.app.figures import save_figure, subplots
+
+
+def plot_training_curves(
+    rows: Sequence[dict[str, float]], path: Path, curves: Sequence[str] = ("loss", "f1")
+) -> Path:
+    """One panel per metric, train and validation per epoch."""
+    fig, axes = subplots(1, len(curves), figsize=(5 * len(curves), 3.6), dpi=120, squeeze=False)
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    for ax, name in zip(axes[0], curves, strict=True):
+        for stage in ("train", "val"):
+            key = f"{stage}/{name}"
+            pts = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    return save_figure(fig, path)
 
 
 class MetricsHistory(Callback):

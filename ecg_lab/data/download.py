@@ -36,7 +36,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OS
 
 
 @dataclass(frozen=True)
-class Source:
+class DownloadableDataset:
     """Where a dataset's archive lives and what it unpacks to.
 
     ``base_url`` holds ``archive`` and ``checksums`` (lines ``<sha256>  <relative path>``); the archive
@@ -50,8 +50,8 @@ class Source:
     checksums: str = "SHA256SUMS.txt"
 
 
-SOURCES: dict[str, Source] = {
-    "physionet2017": Source(
+DATASETS: dict[str, DownloadableDataset] = {
+    "physionet2017": DownloadableDataset(
         base_url="https://physionet.org/files/challenge-2017/1.0.0/",
         archive="training2017.zip",
         folder="training2017",
@@ -93,7 +93,7 @@ def _describe(err: BaseException, timeout: float) -> str:
 def _open(url: str, timeout: float) -> http.client.HTTPResponse:
     """Open ``url`` for streaming with a per-operation socket timeout."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - URL comes from SOURCES or the user
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - URL comes from DATASETS or the user
 
 
 def _expected_sha256(url: str, archive: str, timeout: float) -> str:
@@ -145,7 +145,7 @@ def _check_member(name: str, dest: Path) -> None:
         raise DownloadError(f"unsafe path {name!r} in the archive (path traversal)")
 
 
-def _unpack(archive: Path, dest: Path, source: Source) -> Path:
+def _unpack(archive: Path, dest: Path, source: DownloadableDataset) -> Path:
     """Unpack ``archive`` into ``dest`` and return the record folder within it."""
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -193,9 +193,9 @@ def download(
     ``timeout`` bounds each connect/read in seconds; ``force`` re-downloads over a complete folder.
     Raises :class:`DownloadError` on any failure, leaving no temporary or half-installed files behind.
     """
-    if name not in SOURCES:
-        raise DownloadError(f"unknown dataset {name!r}; known: {', '.join(sorted(SOURCES))}")
-    source = SOURCES[name]
+    if name not in DATASETS:
+        raise DownloadError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    source = DATASETS[name]
     root = Path(root).expanduser()
     target = root / source.folder
     if (target / source.marker).is_file() and not force:
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ecg_lab.data.download", description="Download and unpack a public ECG dataset."
     )
-    parser.add_argument("name", help=f"dataset: {', '.join(sorted(SOURCES))}")
+    parser.add_argument("name", help=f"dataset: {', '.join(sorted(DATASETS))}")
     parser.add_argument("--root", type=Path, required=True, help="folder to unpack into")
     parser.add_argument("--base-url", help="mirror holding the archive and SHA256SUMS.txt")
     parser.add_argument("--sha256", help="expected SHA-256 of the archive (default: from SHA256SUMS.txt)")

@@ -7,10 +7,14 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
+from ecg_lab.data.records import SkippedRecord
+from ecg_lab.data.splits import SplitManifest
+
 
 class SplitLoaders:
-    """Mixin for a LightningDataModule whose ``setup()`` fills ``self.datasets`` (train/val/test) and
-    which has ``name``, ``batch_size``, ``num_workers`` and ``pin_memory``."""
+    """Mixin for a LightningDataModule whose ``setup()`` fills ``self.datasets`` (train/val/test),
+    ``self.manifest`` (the split it used) and ``self.skipped``, and which has ``name``, ``batch_size``,
+    ``num_workers`` and ``pin_memory``."""
 
     datasets: dict[str, Dataset[Any]]
     name: str
@@ -25,17 +29,25 @@ class SplitLoaders:
         pin_memory: bool,
         on_bad_record: str,
         cache_dir: str | Path | None,
-        run_dir: str | Path | None,
         name: str,
+        manifest: str | Path | None = None,
     ) -> None:
-        """The loading, bad-record and folder settings every ecg_lab datamodule keeps."""
+        """The loading, bad-record, folder and fixed-split settings every ecg_lab datamodule keeps."""
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.on_bad_record = on_bad_record
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.name = name
+        self.given_manifest = SplitManifest.read_csv(manifest) if manifest is not None else None
+        self.manifest: SplitManifest | None = None  # the split setup() used
+        self.skipped: list[SkippedRecord] = []
+
+    def use_manifest(self, manifest: SplitManifest) -> None:
+        """Take every record's split from ``manifest`` (e.g. a checkpoint's own) instead of assigning it."""
+        if self.datasets:
+            raise RuntimeError("use_manifest() must come before setup()")
+        self.given_manifest = manifest
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         self.setup()  # type: ignore[attr-defined]

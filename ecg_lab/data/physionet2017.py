@@ -24,6 +24,7 @@ from ecg_lab.data.records import (
 )
 
 CLASSES: tuple[str, ...] = ("N", "A", "O", "~")
+SOURCE = "physionet2017"  # the source name in split manifests
 DOWNLOAD_HINT = (
     "Download it with `python -m ecg_lab.data.download physionet2017 --root {root}` "
     "or point `data.root` (or the ECG_LAB_DATA environment variable) at a folder in the official layout."

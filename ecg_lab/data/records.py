@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,15 +70,3 @@ def skip_or_raise(err: BadRecordError, on_bad_record: str, skipped: list[Skipped
         raise err
     skipped.append(SkippedRecord(err.record_id, str(err.path), err.problem))
     log.warning("skipping %s", err)
-
-
-def write_skipped_csv(run_dir: Path, skipped: list[SkippedRecord]) -> None:
-    """List the skipped records in ``run_dir/skipped_records.csv`` (nothing when none were skipped)."""
-    if not skipped:
-        return
-    path = run_dir / "skipped_records.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["record", "path", "problem"])
-        w.writerows((s.record_id, s.path, s.problem) for s in skipped)
-    log.warning("%d records skipped; listed in %s", len(skipped), path)

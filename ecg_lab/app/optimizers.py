@@ -6,9 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
-
-from ecg_lab.models.crnn import count_parameters
 
 
 class ConfiguredOptimizers:
@@ -18,20 +15,14 @@ class ConfiguredOptimizers:
     optimizer_factory: Callable[..., torch.optim.Optimizer]
     scheduler_factory: Callable[..., Any] | None
 
-    def hold(
+    def use_optimizers(
         self,
-        net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None,
     ) -> None:
-        """The network, the optimiser/scheduler factories and the run bookkeeping every ecg_lab
-        module keeps (call after ``save_hyperparameters``)."""
+        """Keep the optimiser and (optional) scheduler factories for ``configure_optimizers``."""
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.net = net
-        self.n_params = count_parameters(net)
-        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
-        self.test_results: dict[str, Any] = {}
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ecg_lab.data.rpeaks import detect_rpeaks
+from ecg_lab.generation.rpeaks import detect_rpeaks
 
 __all__ = ["detect_rpeaks", "fidelity", "mmd", "plausible_rhythm_share", "r_amplitude_ratio", "rpeak_recall"]
 Peaks = Sequence[np.ndarray] | np.ndarray

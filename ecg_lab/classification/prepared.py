@@ -1,28 +1,24 @@
 """Records preprocessed once and cached on disk: one float32 array of all signals plus an index.
 
-The cache key is derived from the record files (names, sizes, modification times), the
-REFERENCE.csv content and the preprocessing config, so a change to any of them prepares afresh.
-Entries are written into a temporary folder and renamed into place, so an interrupted run never
-leaves a half-written entry behind.
+Through the shared cache (:mod:`ecg_lab.data.cache`), keyed by the record files (names, sizes,
+modification times), the REFERENCE.csv content and the preprocessing config, so a change to any of
+them prepares afresh. The signals file is memory-mapped on load: windows are cut lazily.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ecg_lab.data.cache import cached, file_stats
 from ecg_lab.data.physionet2017 import CLASSES, iter_reference, read_record
-from ecg_lab.data.preprocess import Preprocessing
 from ecg_lab.data.records import BadRecordError, SkippedRecord, check_on_bad_record, skip_or_raise
+from ecg_lab.edge.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
@@ -51,27 +47,21 @@ class PreparedRecords:
         return self.signals[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
 
-def cache_key(record_dir: Path, rows: Sequence[tuple[str, str]], extra: dict) -> str:
-    """Hash of the record files' names, sizes and mtimes, REFERENCE.csv and ``extra`` (the config)."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, **extra}, sort_keys=True, default=str).encode())
-    h.update((record_dir / "REFERENCE.csv").read_bytes())
-    with os.scandir(record_dir) as entries:
-        stats = {e.name: e.stat() for e in entries if e.name.endswith((".mat", ".hea"))}
-    for record_id, _ in rows:
-        for ext in (".mat", ".hea"):
-            st = stats.get(record_id + ext)
-            h.update(
-                f"{record_id}{ext}:{st.st_size}:{st.st_mtime_ns};".encode()
-                if st
-                else f"{record_id}{ext}:-;".encode()
-            )
-    return h.hexdigest()[:20]
+def cache_key(record_dir: Path, rows: Sequence[tuple[str, str]], extra: dict) -> dict:
+    """What an entry is made from: the record files' names, sizes and mtimes, REFERENCE.csv and
+    ``extra`` (the config)."""
+    paths = [record_dir / f"{record_id}{ext}" for record_id, _ in rows for ext in (".mat", ".hea")]
+    return {
+        "kind": "prepared",
+        "format": CACHE_FORMAT,
+        **extra,
+        "reference": hashlib.sha256((record_dir / "REFERENCE.csv").read_bytes()).hexdigest(),
+        "files": file_stats(paths),
+    }
 
 
-def _load(path: Path) -> PreparedRecords:
+def _load(path: Path, info: dict) -> PreparedRecords:
     meta = np.load(path / "index.npz", allow_pickle=False)
-    info = json.loads((path / "info.json").read_text())
     n = int(info["n_samples"])
     return PreparedRecords(
         ids=meta["ids"],
@@ -158,29 +148,19 @@ def prepare_records(
         "classes": classes,
         "on_bad_record": on_bad_record,
     }
-    target = Path(cache_dir) / "prepared" / cache_key(record_dir, rows, config)
-    if (target / "info.json").is_file():
-        log.info("preprocessed records from cache %s", target)
-        return _load(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with (tmp / SIGNALS_FILE).open("wb") as f:
+
+    def build(folder: Path) -> dict:
+        with (folder / SIGNALS_FILE).open("wb") as f:
             ids, labels, lengths, skipped = _read_and_preprocess(
                 *args, write=lambda a: a.astype("<f4").tofile(f)
             )
-        np.savez(tmp / "index.npz", **_index(ids, labels, lengths))
-        info = {
+        np.savez(folder / "index.npz", **_index(ids, labels, lengths))
+        return {
             "classes": list(classes),
             "fs": fs,
             "n_samples": int(sum(lengths)),
             "skipped": [asdict(s) for s in skipped],
         }
-        (tmp / "info.json").write_text(json.dumps(info, indent=1))
-        os.replace(tmp, target)  # atomic on one filesystem; fails if another run got there first
-    except OSError:
-        if not (target / "info.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _load(target)
+
+    prepared, _ = cached(cache_dir, "prepared", cache_key(record_dir, rows, config), build, _load)
+    return prepared

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ecg_lab.data.prepared import PreparedRecords
-from ecg_lab.data.preprocess import Preprocessing
+from ecg_lab.classification.prepared import PreparedRecords
+from ecg_lab.edge.preprocess import Preprocessing
 
 
 class WindowDataset(Dataset):

@@ -1,7 +1,7 @@
 """Sources of single-lead records for the generation workflow, each with its train/val/test split.
 
 A source reads its files into :class:`~ecg_lab.data.records.Record` objects and says which split
-each record belongs to; :mod:`ecg_lab.data.waveforms` turns them into windows. ``fingerprint()``
+each record belongs to; :mod:`ecg_lab.generation.datamodule` turns them into windows. ``fingerprint()``
 describes the files and the selection, for the cache key.
 """
 
@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ecg_lab.data import physionet2017, ptbxl
 from ecg_lab.data.records import BadRecordError, Record, SkippedRecord, check_on_bad_record, skip_or_raise
-from ecg_lab.data.splits import stratified_split
+from ecg_lab.data.splits import assign_splits
 
 if TYPE_CHECKING:
     from ecg_lab.data.synthetic import SyntheticSpec
@@ -122,8 +120,10 @@ class PTBXLSource:
 
 
 class PhysioNet2017Source:
-    """The PhysioNet/CinC 2017 records labelled ``labels`` (default: normal rhythm), split by record at
-    random in ``split_fractions`` with ``split_seed``. ``synthetic`` replaces ``root`` with the generated
+    """The PhysioNet/CinC 2017 records labelled ``labels`` (default: normal rhythm), split by the same
+    rule as the classifier's data (:func:`~ecg_lab.data.splits.assign_splits` over every record of
+    REFERENCE.csv with ``split_fractions`` and ``split_seed``), so with equal settings no record the
+    classifier tests on is one the generator trains on. ``synthetic`` replaces ``root`` with the generated
     dataset of that spec (the framework's embedded default)."""
 
     def __init__(
@@ -163,19 +163,27 @@ class PhysioNet2017Source:
         return self.root
 
     @functools.cached_property
-    def _rows(self) -> tuple[Path, list[tuple[str, str]]]:
-        """The record folder and the rows with the selected labels (read once)."""
+    def _rows(self) -> tuple[Path, list[tuple[str, str, str]]]:
+        """The record folder and the ``(record, label, split)`` rows with the selected labels (read once).
+
+        Splits are assigned over every listed record, whatever its label, exactly as the classifier's
+        datamodule assigns them.
+        """
         record_dir, rows = physionet2017.iter_reference(self.record_root())
-        rows = [(r, lab) for r, lab in rows if lab in self.labels]
-        if not rows:
+        splits, _ = assign_splits(
+            [r for r, _ in rows], [lab for _, lab in rows], self.split_fractions, self.split_seed
+        )
+        selected = [(r, lab, s) for (r, lab), s in zip(rows, splits, strict=True) if lab in self.labels]
+        if not selected:
             raise BadRecordError(record_dir / "REFERENCE.csv", f"no record is labelled {list(self.labels)}")
-        return record_dir, rows
+        return record_dir, selected
 
     def fingerprint(self) -> dict[str, Any]:
         record_dir, rows = self._rows
-        files = [record_dir / "REFERENCE.csv"] + [record_dir / f"{r}.mat" for r, _ in rows]
+        files = [record_dir / "REFERENCE.csv"] + [record_dir / f"{r}.mat" for r, _, _ in rows]
         return {
             "source": "physionet2017",
+            "split_rule": "hash",
             "root": str(record_dir.resolve()),
             "labels": self.labels,
             "fs": self.fs,
@@ -188,13 +196,13 @@ class PhysioNet2017Source:
         check_on_bad_record(on_bad_record)
         record_dir, rows = self._rows
         out = SourceRecords()
-        for record_id, label in rows:
+        for record_id, label, split in rows:
             try:
                 out.records.append(
                     physionet2017.read_record(record_dir, record_id, label, self.fs, physionet2017.CLASSES)
                 )
             except BadRecordError as err:
                 skip_or_raise(err, on_bad_record, out.skipped)
-        labels = np.asarray([self.labels.index(r.label) for r in out.records])
-        out.splits = [str(s) for s in stratified_split(labels, self.split_fractions, self.split_seed)]
+                continue
+            out.splits.append(split)
         return out

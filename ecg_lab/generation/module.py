@@ -2,8 +2,8 @@
 
 Reconstructions for the metrics decode the latent mean (deterministic); generated samples decode
 z ~ N(0, I) from a fixed seed, so epochs are comparable. The fidelity metrics
-(:mod:`ecg_lab.fidelity`) run on at most ``fidelity.max_signals`` validation windows per epoch and on
-every test window.
+(:mod:`ecg_lab.generation.fidelity`) run on at most ``fidelity.max_signals`` validation windows per
+epoch and on every test window.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +18,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ecg_lab.fidelity import fidelity
-from ecg_lab.losses import MorphologyWeightedMSE
-from ecg_lab.optimizers import ConfiguredOptimizers
-from ecg_lab.plots import plot_overlays, plot_signal_grid
+from ecg_lab.app.checkpoints import CarriesRun
+from ecg_lab.app.optimizers import ConfiguredOptimizers
+from ecg_lab.app.outputs import TestOutcome
+from ecg_lab.generation.fidelity import fidelity
+from ecg_lab.generation.figures import plot_overlays, plot_signal_grid
+from ecg_lab.generation.loss import MorphologyWeightedMSE
+from ecg_lab.models.crnn import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class FidelitySettings:
     seed: int = 0
 
 
-class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
+class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     """Trains a VAE ``net`` (``encode``/``decode``/``sample``) with ``loss``; logs reconstruction
     error, KL, β every step, and the fidelity of reconstructions and generated samples."""
 
@@ -60,13 +62,16 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "fidelity"], logger=False)
-        self.hold(net, optimizer, scheduler)
+        self.use_optimizers(optimizer, scheduler)
+        self.net = net
+        self.n_params = count_parameters(net)
         self.loss = loss if loss is not None else MorphologyWeightedMSE()
         self.fs = float(fs)
         self.settings = (
             fidelity if isinstance(fidelity, FidelitySettings) else FidelitySettings(**(fidelity or {}))
         )
         self.test_examples: dict[str, np.ndarray] = {}
+        self._test_metrics: dict[str, Any] = {}
         self._kept: dict[str, list[dict[str, np.ndarray]]] = {}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -171,7 +176,7 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         scores = self._fidelity("test")
         logged = self.trainer.callback_metrics
-        self.test_results = {
+        self._test_metrics = {
             "n_params": self.n_params,
             "n_windows": int(len(self.test_examples.get("inputs", []))),
             "n_generated": self.settings.n_generated,
@@ -179,16 +184,17 @@ class ECGGenerator(ConfiguredOptimizers, pl.LightningModule):
             **{k: float(v) for k, v in scores.items() if k != "mse"},
         }
 
-    def write_test_figures(self, output_dir: Path) -> list[Path]:
-        """Input-versus-reconstruction overlays and a grid of generated ECGs."""
+    def test_outcome(self) -> TestOutcome:
+        """The last test's fidelity metrics, input-versus-reconstruction overlays and generated ECGs."""
         ex = self.test_examples
-        if not ex:
-            return []
-        return [
-            plot_overlays(ex["inputs"], ex["reconstructions"], self.fs, output_dir / "reconstructions.png"),
-            plot_signal_grid(ex["generated"][:16], self.fs, output_dir / "generated.png", "generated ECGs"),
-        ]
-
-    # -- checkpoints carry the config --------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ecg_lab"] = {"config": self.run_config, "n_params": self.n_params}
+        figures = {}
+        if ex:
+            figures = {
+                "reconstructions.png": lambda path: plot_overlays(
+                    ex["inputs"], ex["reconstructions"], self.fs, path
+                ),
+                "generated.png": lambda path: plot_signal_grid(
+                    ex["generated"][:16], self.fs, path, "generated ECGs"
+                ),
+            }
+        return TestOutcome(dict(self._test_metrics), figures)

@@ -5,25 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write a PNG and close the figure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from ecg_lab.app.figures import save_figure as _save
+from ecg_lab.app.figures import subplots
 
 
-def _axes(n: int, ncols: int) -> tuple[plt.Figure, np.ndarray]:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Lay out and write a PNG (110 dpi)."""
+    return _save(fig, path, dpi=110)
+
+
+def _axes(n: int, ncols: int) -> tuple[Figure, np.ndarray]:
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 1.9 * nrows), squeeze=False, sharex=True)
+    fig, axes = subplots(nrows, ncols, figsize=(4.5 * ncols, 1.9 * nrows), squeeze=False, sharex=True)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes
@@ -32,7 +28,7 @@ def _axes(n: int, ncols: int) -> tuple[plt.Figure, np.ndarray]:
 def plot_overlays(inputs: np.ndarray, reconstructions: np.ndarray, fs: float, path: Path, n: int = 6) -> Path:
     """The first ``n`` inputs with their reconstructions drawn over them."""
     n = min(n, len(inputs))
-    fig, axes = plt.subplots(n, 1, figsize=(10, 1.8 * n), squeeze=False, sharex=True)
+    fig, axes = subplots(n, 1, figsize=(10, 1.8 * n), squeeze=False, sharex=True)
     t = np.arange(inputs.shape[1]) / fs
     for i, ax in enumerate(axes[:, 0]):
         ax.plot(t, inputs[i], color="0.3", lw=1.0, label="input")
@@ -65,7 +61,7 @@ def plot_real_vs_analytic(
     path: Path,
 ) -> Path:
     """Each record's cleaned signal above its analytic ECG, R-peaks marked."""
-    fig, axes = plt.subplots(len(real), 1, figsize=(11, 2.2 * len(real)), squeeze=False)
+    fig, axes = subplots(len(real), 1, figsize=(11, 2.2 * len(real)), squeeze=False)
     for ax, x, a, p, name in zip(axes[:, 0], real, analytic, rpeaks, names, strict=True):
         t = np.arange(len(x)) / fs
         offset = float(np.max(a) - np.min(x)) + 0.5
@@ -81,7 +77,7 @@ def plot_real_vs_analytic(
 
 def plot_rpeaks(hist: Sequence[dict], medians: Sequence[dict], window: int, path: Path, title: str) -> Path:
     """R-peak positions over the window (histogram) and each temporal bin's count and median index."""
-    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, (a, b) = subplots(2, 1, figsize=(10, 6), sharex=True)
     a.bar(
         [h["start"] for h in hist],
         [h["count"] for h in hist],

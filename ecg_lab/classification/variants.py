@@ -1,4 +1,4 @@
-"""The model variants at a glance: ``python -m ecg_lab.models.summary [--format md|csv]``.
+"""The model variants at a glance: ``python -m ecg_lab.classification.variants [--format md|csv]``.
 
 Composes every ``conf/model/*.yaml`` within the training config, instantiates its network and
 prints one row per variant: what it is (the YAML's first comment line), its trainable parameters,
@@ -19,9 +19,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ecg_lab.checks import task_of
+from ecg_lab.app.checks import task_of
+from ecg_lab.app.config import CONFIG_DIR
 from ecg_lab.models.crnn import CRNN, count_parameters
-from ecg_lab.runtime import CONFIG_DIR
 
 # the SPEC's parameter counts (4 classes)
 SPEC_PARAMS = {
@@ -103,7 +103,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Print the variants table to stdout."""
-    parser = argparse.ArgumentParser(prog="python -m ecg_lab.models.summary", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ecg_lab.classification.variants", description=__doc__)
     parser.add_argument("--format", choices=("md", "csv"), default="md")
     args = parser.parse_args(argv)
     rows = variant_rows()

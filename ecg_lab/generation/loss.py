@@ -1,41 +1,12 @@
-"""Losses selectable with ``loss=...``."""
+"""The generation loss (``loss=morph_mse``): morphology-weighted MSE plus β·KL with a cyclical β."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-
-WEIGHTINGS = ("inverse_frequency", "none")
-
-
-class WeightedCrossEntropy(nn.Module):
-    """Cross-entropy with class weights from the training windows (``inverse_frequency``) or none."""
-
-    TASK = "classification"
-
-    def __init__(self, weighting: str = "inverse_frequency", num_classes: int = 4) -> None:
-        super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"loss.weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        self.weighting = weighting
-        self.register_buffer("weight", torch.ones(num_classes))
-
-    def set_class_weights(self, weights: np.ndarray | torch.Tensor) -> None:
-        """Install the data's class weights (ignored when ``weighting=none``)."""
-        if self.weighting == "none":
-            return
-        w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
-        if w.shape != self.weight.shape:
-            raise ValueError(f"got {w.numel()} class weights for a loss over {self.weight.numel()} classes")
-        self.weight.copy_(w.to(self.weight.device))
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, weight=self.weight)
 
 
 def _check_beta_schedule(cycles: int, rising_fraction: float, beta_max: float) -> None:

@@ -1,13 +1,17 @@
 """Checks on a composed config that fail at start, before any data is read: the data, model and loss
-must belong to the same task, and a generative model's window must match the data's."""
+must belong to the same task, and a generative model's window must match the data's. Evaluation
+warns when the data shapes signals differently from training."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 #: what to choose instead, per task and config group
 SUGGESTIONS = {
@@ -61,4 +65,20 @@ def check_task_config(cfg: DictConfig) -> None:
                 f"(data={choice('data', cfg.data)}, model={model}): the VAE reconstructs whole windows; "
                 f"set data.window={seq_len} "
                 f"or model.net.seq_len={window}"
+            )
+
+
+#: data keys that shape what the model sees; evaluating with other values than in training is suspect
+SIGNAL_KEYS = ("preprocess", "fs", "window", "stride", "input", "analytic", "cleaning")
+
+
+def warn_if_signals_differ(data_cfg: DictConfig, stored: DictConfig) -> None:
+    """Warn for each signal-shaping data key that differs from the one the checkpoint was trained with."""
+    given_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    trained_cfg = OmegaConf.to_container(stored)
+    for key in SIGNAL_KEYS:
+        given, trained = given_cfg.get(key), trained_cfg.get(key)  # type: ignore[union-attr]
+        if given != trained:
+            log.warning(
+                "data.%s differs from the one the checkpoint was trained with: %s vs %s", key, given, trained
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,15 +11,18 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ecg_lab.losses import WeightedCrossEntropy
-from ecg_lab.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
-from ecg_lab.optimizers import ConfiguredOptimizers
-from ecg_lab.reports import plot_confusion_matrices
+from ecg_lab.app.checkpoints import CarriesRun
+from ecg_lab.app.optimizers import ConfiguredOptimizers
+from ecg_lab.app.outputs import TestOutcome
+from ecg_lab.classification.figures import plot_confusion_matrix
+from ecg_lab.classification.loss import WeightedCrossEntropy
+from ecg_lab.classification.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
+from ecg_lab.models.crnn import count_parameters
 
 log = logging.getLogger(__name__)
 
 
-class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
+class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     """Trains ``net`` with ``loss``; logs weighted F1, AUROC, accuracy, per-class sensitivity and
     specificity at window level, and the Challenge's F1 at recording level."""
 
@@ -41,7 +43,9 @@ class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
         classes = [str(c) for c in classes]  # plain types only, so checkpoints load with weights_only
         # optimizer/scheduler partials stay out of hparams: checkpoints hold plain data only
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
-        self.hold(net, optimizer, scheduler)
+        self.use_optimizers(optimizer, scheduler)
+        self.net = net
+        self.n_params = count_parameters(net)
         self.loss = loss if loss is not None else WeightedCrossEntropy("none", len(classes))
         self.classes = tuple(classes)
         k = len(self.classes)
@@ -49,6 +53,7 @@ class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
         self.val_metrics = window_metrics(k).clone(prefix="val/")
         self.test_metrics = window_metrics(k).clone(prefix="test/")
         self._outputs: dict[str, list[torch.Tensor]] = {}
+        self._test_metrics: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -139,16 +144,21 @@ class ECGClassifier(ConfiguredOptimizers, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         results = self._eval_epoch_end("test")
         results["n_windows"] = int(np.sum(results["confusion_matrix"]))
-        self.test_results = {"classes": list(self.classes), "n_params": self.n_params, **results}
+        self._test_metrics = {"classes": list(self.classes), "n_params": self.n_params, **results}
 
-    def write_test_figures(self, output_dir: Path) -> list[Path]:
-        """The test confusion matrices (windows and recordings) as PNGs."""
-        return plot_confusion_matrices(self.test_results, output_dir)
-
-    # -- checkpoints carry the config --------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ecg_lab"] = {
-            "config": self.run_config,
-            "classes": list(self.classes),
-            "n_params": self.n_params,
+    def test_outcome(self) -> TestOutcome:
+        """The last test's metrics and its confusion matrices (windows, and recordings when known)."""
+        m = self._test_metrics
+        figures = {
+            "confusion_matrix.png": lambda path: plot_confusion_matrix(
+                m["confusion_matrix"], self.classes, path, "test windows"
+            )
         }
+        if "record_confusion_matrix" in m:
+            figures["confusion_matrix_records.png"] = lambda path: plot_confusion_matrix(
+                m["record_confusion_matrix"], self.classes, path, "test recordings"
+            )
+        return TestOutcome(dict(m), figures)
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        return {"classes": list(self.classes)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,15 +9,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_only
 
+from ecg_lab.classification.prepared import PreparedRecords, prepare_records
+from ecg_lab.classification.windows import WindowDataset
 from ecg_lab.data.loaders import SplitLoaders
-from ecg_lab.data.physionet2017 import CLASSES
-from ecg_lab.data.prepared import PreparedRecords, prepare_records
-from ecg_lab.data.preprocess import Preprocessing
-from ecg_lab.data.records import write_skipped_csv
-from ecg_lab.data.splits import SPLITS, check_folds, kfold_split, stratified_split, write_split_csv
-from ecg_lab.data.windows import WindowDataset
+from ecg_lab.data.physionet2017 import CLASSES, SOURCE, iter_reference
+from ecg_lab.data.splits import SPLITS, SplitManifest, assign_splits, check_folds, splits_from_manifest
+from ecg_lab.edge.preprocess import Preprocessing
 
 if TYPE_CHECKING:
     from ecg_lab.data.synthetic import SyntheticSpec
@@ -34,6 +31,9 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
     with ``split_seed``; with ``folds=k``, stratified k-fold instead: fold ``fold`` is the test
     set and the other records are split train/val (sweep ``data.fold=0,1,...,k-1``).
     ``split="all"``: every record is in the test set (evaluation of a folder never seen in training).
+    Records are assigned by :func:`~ecg_lab.data.splits.assign_splits` over every record REFERENCE.csv
+    lists, before any is read, so a skipped record moves no other. ``manifest`` (a run's ``split.csv``)
+    fixes the split instead: its records keep their splits and none is assigned anew.
     """
 
     TASK = "classification"
@@ -54,9 +54,9 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         pin_memory: bool = False,
         on_bad_record: str = "raise",
         cache_dir: str | Path | None = None,
-        run_dir: str | Path | None = None,
         synthetic: SyntheticSpec | None = None,
         name: str = "physionet2017",
+        manifest: str | Path | None = None,
     ) -> None:
         super().__init__()
         if split not in SPLIT_MODES:
@@ -74,7 +74,9 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         self.fold = fold
         if folds is not None:
             check_folds(folds, fold)  # before any work
-        self.keep_run_settings(batch_size, num_workers, pin_memory, on_bad_record, cache_dir, run_dir, name)
+        self.keep_run_settings(
+            batch_size, num_workers, pin_memory, on_bad_record, cache_dir, name, manifest
+        )
         self.synthetic = synthetic
         self.prepared: PreparedRecords | None = None
         self.record_split: np.ndarray | None = None
@@ -102,40 +104,48 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         return self.prepared
 
     # -- records → split → windows ------------------------------------------------------------
+    def _assign(self, prepared: PreparedRecords) -> tuple[np.ndarray, np.ndarray | None]:
+        """The split of each prepared record (``""``: not used) and its fold (k-fold only)."""
+        if self.split == "all":
+            return np.full(len(prepared), "test"), None
+        if self.given_manifest is not None:
+            where = f"data.root={self.root}" if self.root is not None else f"data {self.name}"
+            return splits_from_manifest(self.given_manifest, SOURCE, list(prepared.ids), where), None
+        _, rows = iter_reference(self.record_root())  # every listed record, read or skipped
+        splits, folds = assign_splits(
+            [r for r, _ in rows],
+            [lab for _, lab in rows],
+            self.split_fractions,
+            self.split_seed,
+            self.folds,
+            self.fold,
+        )
+        position = {r: i for i, (r, _) in enumerate(rows)}
+        at = np.asarray([position[r] for r in prepared.ids], dtype=np.int64)
+        return splits[at], (folds[at] if folds is not None else None)
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         prepared = self._prepare()
-        if self.split == "all":
-            self.record_split = np.full(len(prepared), "test")
-        elif self.folds is not None:
-            self.record_split = kfold_split(
-                prepared.labels, self.folds, self.fold, self.split_fractions, self.split_seed
-            )
-        else:
-            self.record_split = stratified_split(prepared.labels, self.split_fractions, self.split_seed)
+        self.record_split, folds = self._assign(prepared)
         for part in SPLITS:
             idx = np.flatnonzero(self.record_split == part)
             self.datasets[part] = WindowDataset(prepared, idx, self.preprocess)
+        used = np.flatnonzero(self.record_split != "")
+        self.manifest = SplitManifest.build(
+            SOURCE,
+            prepared.ids[used],
+            [self.classes[i] for i in prepared.labels[used]],
+            self.record_split[used],
+            folds[used] if folds is not None else None,
+        )
+        self.skipped = list(prepared.skipped)
         sizes = {
             k: f"{np.sum(self.record_split == k)} records / {len(v)} windows"
             for k, v in self.datasets.items()
         }
         log.info("data %s: %s", self.name, sizes)
-        self.write_run_files()
-
-    @rank_zero_only
-    def write_run_files(self) -> None:
-        """Write ``split.csv`` and, when any were skipped, ``skipped_records.csv`` into the run folder."""
-        if self.run_dir is None or self.prepared is None or self.record_split is None:
-            return
-        labels = [self.classes[i] for i in self.prepared.labels]
-        write_split_csv(self.run_dir / "split.csv", self.prepared.ids, labels, self.record_split)
-        write_skipped_csv(self.run_dir, self.prepared.skipped)
-        if self.datasets.get("train") is not None and len(self.datasets["train"]):
-            (self.run_dir / "class_weights.json").write_text(
-                json.dumps(dict(zip(self.classes, self.class_weights().tolist(), strict=True)), indent=1)
-            )
 
     # -- class balance ------------------------------------------------------------------------
     def class_counts(self) -> np.ndarray:
@@ -152,6 +162,12 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
                 f"no training windows of class {missing}; check data.root or data.split_fractions"
             )
         return counts.sum() / (len(counts) * counts)
+
+    def class_weight_table(self) -> dict[str, float]:
+        """``class → weight`` for ``class_weights.json`` (empty without training windows)."""
+        if not len(self.datasets.get("train", ())):
+            return {}
+        return dict(zip(self.classes, self.class_weights().tolist(), strict=True))
 
     def record_ids(self) -> np.ndarray:
         """Record ids, indexed by the record index that batches carry."""

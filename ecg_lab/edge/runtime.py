@@ -1,9 +1,10 @@
 """The edge runtime: run an exported network on a CPU without the training stack.
 
 An export folder (``python -m ecg_lab.export`` / ``make pi-export``) holds ``<name>_weights.pth``
-(the bare network's state dict), ``<name>_config.json`` (architecture, its hyperparameters, classes,
-sampling rate, window, preprocessing), ``<name>.onnx`` and a copy of the few package files this
-module needs (``ecg_lab/``), so the folder runs on its own::
+(the bare network's state dict), ``<name>_config.json`` (format version, ecg_lab version, source
+checkpoint, architecture, its hyperparameters, classes, sampling rate, window, preprocessing),
+``<name>.onnx`` and a copy of this package with what it imports (``ecg_lab/``), so the folder runs on
+its own::
 
     python -m ecg_lab.edge generate --export DIR --n 10 --out synth.csv [--png]
     python -m ecg_lab.edge classify --export DIR --record A00002.mat
@@ -29,9 +30,11 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-#: the network classes an export may name, by architecture
-ARCHITECTURES = {"CRNN": "ecg_lab.models.crnn", "LSTMVAE": "ecg_lab.models.lstm_vae"}
-FORMAT = 1
+#: the network classes an export may name
+ARCHITECTURES = ("CRNN", "LSTMVAE")
+#: the export format this version writes, and the ones its runtime reads
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 BACKENDS = ("torch", "onnx")
 #: ONNX graph inputs and outputs: classifier window → logits; VAE decoder z → ecg (encoder: window →
 #: mu, logvar)
@@ -40,19 +43,6 @@ ONNX_NAMES = {
     "generation": (["z"], ["ecg"]),
     "encoder": (["window"], ["mu", "logvar"]),
 }
-#: the package files this runtime imports; the export copies them beside the weights
-RUNTIME_FILES = (
-    "__init__.py",
-    "edge.py",
-    "models/__init__.py",
-    "models/crnn.py",
-    "models/lstm_vae.py",
-    "data/__init__.py",
-    "data/records.py",
-    "data/preprocess.py",
-)
-
-
 def read_config(export_dir: str | Path) -> dict[str, Any]:
     """The export's config, with ``export_dir`` added; checks the files it names are there."""
     export_dir = Path(export_dir)
@@ -63,8 +53,17 @@ def read_config(export_dir: str | Path) -> dict[str, Any]:
             "make one with `make pi-export CKPT=...` or `python -m ecg_lab.export ckpt_path=...`"
         )
     config = json.loads(configs[0].read_text())
-    if config.get("format") != FORMAT or config.get("architecture") not in ARCHITECTURES:
-        raise ValueError(f"{configs[0]}: not an ecg_lab export (format {FORMAT}) of {sorted(ARCHITECTURES)}")
+    if config.get("format") not in READABLE_FORMATS:
+        raise ValueError(
+            f"{configs[0]}: export format {config.get('format')!r} (written by ecg_lab "
+            f"{config.get('ecg_lab_version', 'unknown')}) is not one this runtime reads "
+            f"({', '.join(map(str, READABLE_FORMATS))}); run the runtime copied into that export folder, "
+            "or export the checkpoint again with this version"
+        )
+    if config.get("architecture") not in ARCHITECTURES:
+        raise ValueError(
+            f"{configs[0]}: architecture {config.get('architecture')!r} is not one of {sorted(ARCHITECTURES)}"
+        )
     return config | {"export_dir": str(export_dir)}
 
 
@@ -80,8 +79,21 @@ def _file(config: dict[str, Any], key: str) -> Path:
 
 def build(config: dict[str, Any]) -> nn.Module:
     """The network the config describes, with fresh weights."""
-    module = importlib.import_module(ARCHITECTURES[config["architecture"]])
-    return getattr(module, config["architecture"])(**config["hyperparameters"])
+    return network_class(config["architecture"])(**config["hyperparameters"])
+
+
+def network_class(architecture: str) -> type[nn.Module]:
+    """The class an export's architecture names (imported here, so the onnx backend never loads torch;
+    written as import statements, so the export finds and copies these modules)."""
+    if architecture == "CRNN":
+        from ecg_lab.models.crnn import CRNN
+
+        return CRNN
+    if architecture == "LSTMVAE":
+        from ecg_lab.models.lstm_vae import LSTMVAE
+
+        return LSTMVAE
+    raise ValueError(f"architecture {architecture!r} is not one of {list(ARCHITECTURES)}")
 
 
 def load(export_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -190,8 +202,8 @@ def read_signal(path: str | Path) -> np.ndarray:
 
 def windows_of(config: dict[str, Any], signal: np.ndarray) -> np.ndarray:
     """The recording's windows ``(n, window)``, preprocessed as in training (band-pass, z-score)."""
-    from ecg_lab.data.preprocess import Preprocessing
     from ecg_lab.data.records import Record
+    from ecg_lab.edge.preprocess import Preprocessing
 
     prep = Preprocessing(**config["preprocess"])
     return prep.windows(
@@ -226,24 +238,21 @@ def write_csv(path: str | Path, signals: np.ndarray, fs: float) -> None:
 
 def write_png(path: str | Path, signals: np.ndarray, fs: float) -> None:
     """One panel per ECG (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, nothing global
 
     t = np.arange(signals.shape[1]) / fs
-    fig, axes = plt.subplots(len(signals), 1, figsize=(10, 1.2 * len(signals)), squeeze=False, sharex=True)
+    fig = Figure(figsize=(10, 1.2 * len(signals)))
+    axes = fig.subplots(len(signals), 1, squeeze=False, sharex=True)
     for ax, x in zip(axes[:, 0], signals, strict=True):
         ax.plot(t, x, lw=0.8)
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``generate`` or ``classify`` with an export folder."""
-    p = argparse.ArgumentParser(prog="python -m ecg_lab.edge", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ecg_lab.edge", description="The ecg_lab edge runtime.")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="decode random latent vectors of an exported VAE")
     c = sub.add_parser("classify", help="classify one recording with an exported classifier")
@@ -279,6 +288,3 @@ def run(args: argparse.Namespace) -> None:
     else:
         print(json.dumps(classify(model, read_signal(args.record))))
 
-
-if __name__ == "__main__":
-    main()

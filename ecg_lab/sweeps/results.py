@@ -1,0 +1,457 @@
+"""Results across runs: find run folders, group them into configurations, aggregate, tabulate, plot.
+
+A run folder is any folder holding ``.hydra/config.yaml``. Runs are grouped into configurations (the
+model name plus the job's overrides, minus seed, fold and path-like keys); each configuration gets mean
+and standard deviation of its test metrics over its completed runs. Writes ``results_table.csv``,
+``results_table.md``, ``results_f1.png`` and ``validation_curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from matplotlib import colormaps
+
+from ecg_lab.app.figures import subplots
+
+# override keys that vary between repetitions of one configuration, or only say where things live
+IGNORED_KEYS: tuple[str, ...] = (
+    "seed",
+    "data.fold",
+    "data.split_seed",
+    "paths.*",
+    "hydra.*",
+    "data.root",
+    "data.cache_dir",
+    "ckpt_path",
+    "threads",
+    "hydra/launcher",
+)
+BASE_METRICS: tuple[str, ...] = ("f1", "auroc", "acc", "official_f1")
+LABELS = {"f1": "test weighted F1", "auroc": "AUROC", "acc": "accuracy", "official_f1": "official F1"}
+COMPLETED, FAILED, RUNNING = "completed", "failed", "running"
+
+
+@dataclass
+class Run:
+    """One run folder and what it left behind."""
+
+    path: Path
+    configuration: str
+    model: str
+    seed: int | None = None
+    fold: int | None = None
+    status: str = FAILED
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` unless it is missing or an unresolved ``${...}`` interpolation."""
+    return None if value is None or (isinstance(value, str) and "${" in value) else value
+
+
+def _dig(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict):
+            return None
+        cfg = cfg.get(part)
+    return _plain(cfg)
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (so seed 0 and fold 0 count)."""
+    return next((v for v in values if v is not None), None)
+
+
+def _hydra_choice(path: Path, group: str) -> str | None:
+    """The config group choice recorded in ``.hydra/hydra.yaml`` (fallback for the model name)."""
+    try:
+        hydra_cfg = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())
+        return _plain(hydra_cfg["hydra"]["runtime"]["choices"].get(group))
+    except Exception:  # missing or odd hydra.yaml just means no fallback
+        return None
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _override_value(overrides: Sequence[str], key: str) -> str | None:
+    for o in overrides:
+        if "=" in o and _override_key(o) == key:
+            return o.split("=", 1)[1]
+    return None
+
+
+def configuration_name(model: str, overrides: Sequence[str], ignore: Sequence[str] = IGNORED_KEYS) -> str:
+    """``model`` followed by the sorted overrides that define the configuration (not seed, fold, paths)."""
+    kept = sorted(
+        o
+        for o in overrides
+        if _override_key(o) != "model" and not any(fnmatch.fnmatchcase(_override_key(o), p) for p in ignore)
+    )
+    return " ".join([model, *kept])
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict):
+        raise ValueError("not a JSON object")
+    return payload
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    """``metrics_history.csv`` as one dict per row, numeric cells only; empty if missing or unreadable."""
+    rows: list[dict[str, float]] = []
+    try:
+        with path.open(newline="") as fh:
+            for raw in csv.DictReader(fh):
+                row: dict[str, float] = {}
+                for k, v in raw.items():
+                    try:
+                        row[k] = float(v)
+                    except (TypeError, ValueError):
+                        pass
+                rows.append(row)
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    return rows
+
+
+def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
+    """Read one run folder; anything unreadable makes it a failed run with the reason, never an error."""
+    problems: list[str] = []
+    cfg: dict[str, Any] = {}
+    overrides: list[str] = []
+    try:
+        cfg = yaml.safe_load((path / ".hydra" / "config.yaml").read_text()) or {}
+        if not isinstance(cfg, dict):
+            raise ValueError("not a mapping")
+    except Exception as exc:  # any unreadable config is reported, not raised
+        problems.append(f"unreadable .hydra/config.yaml: {exc}")
+        cfg = {}
+    if (path / ".hydra" / "overrides.yaml").exists():
+        try:
+            overrides = [
+                str(o) for o in yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+            ]
+        except Exception as exc:
+            problems.append(f"unreadable .hydra/overrides.yaml: {exc}")
+
+    status_info: dict[str, Any] | None = None
+    if (path / "run_status.json").exists():
+        try:
+            status_info = _load_json(path / "run_status.json")
+        except Exception as exc:
+            problems.append(f"corrupt run_status.json: {exc}")
+    metrics: dict[str, Any] = {}
+    metrics_file = path / "test_metrics.json"
+    if metrics_file.exists():
+        try:
+            metrics = _load_json(metrics_file)
+        except Exception as exc:
+            problems.append(f"corrupt test_metrics.json: {exc}")
+
+    model = _first(
+        _plain(metrics.get("model_name")), _dig(cfg, "model_name"), _override_value(overrides, "model")
+    )
+    if model is None:
+        model = _hydra_choice(path, "model") or "unknown"
+    seed = _as_int(_first(_plain(metrics.get("seed")), _dig(cfg, "seed"), _override_value(overrides, "seed")))
+    fold = _as_int(
+        _first(_dig(cfg, "data.fold"), _override_value(overrides, "data.fold"), _plain(metrics.get("fold")))
+    )
+    if _first(_dig(cfg, "data.folds"), _override_value(overrides, "data.folds")) is None:
+        fold = None  # data.fold means nothing without data.folds
+
+    status = str((status_info or {}).get("status") or "")
+    error = (status_info or {}).get("error")
+    if problems:
+        status, error = FAILED, "; ".join(problems)
+    elif status == FAILED:
+        error = error or "failed (no error recorded)"
+    elif status == RUNNING:
+        error = f"still running, or killed (started {status_info.get('started', '?')})"
+    elif not metrics:
+        status, error = FAILED, error or "no test_metrics.json"
+    else:
+        status, error = COMPLETED, None
+    if status == COMPLETED and not metrics.get("wall_time_s") and status_info:
+        metrics["wall_time_s"] = status_info.get("wall_time_s")
+    return Run(
+        path=path,
+        configuration=configuration_name(str(model), overrides, ignore),
+        model=str(model),
+        seed=seed,
+        fold=fold,
+        status=status,
+        error=str(error) if error is not None else None,
+        metrics=metrics if status == COMPLETED else {},
+        history=_read_history(path / "metrics_history.csv"),
+        overrides=overrides,
+    )
+
+
+def find_runs(dirs: Iterable[str | Path], ignore: Sequence[str] = IGNORED_KEYS) -> list[Run]:
+    """All run folders under ``dirs`` (each counted once); SystemExit if a DIR is missing or holds none."""
+    runs: dict[Path, Run] = {}
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise SystemExit(f"ecg_lab.report: {d} does not exist or is not a directory")
+        found = 0
+        for root, subdirs, _files in os.walk(d):
+            here = Path(root)
+            if (here / ".hydra" / "config.yaml").is_file():
+                found += 1
+                runs.setdefault(here.resolve(), load_run(here, ignore))
+                subdirs.clear()  # a run folder holds no further runs
+            else:
+                subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
+        if not found:
+            raise SystemExit(f"ecg_lab.report: no run folders (with .hydra/config.yaml) under {d}")
+    return list(runs.values())
+
+
+def _class_names(runs: Sequence[Run]) -> list[str]:
+    names: list[str] = []
+    for r in runs:
+        classes = r.metrics.get("classes") or [
+            k.removeprefix("sensitivity_") for k in r.metrics if k.startswith("sensitivity_")
+        ]
+        names += [str(c) for c in classes if str(c) not in names]
+    return names
+
+
+def _values(runs: Sequence[Run], key: str) -> np.ndarray:
+    vals = []
+    for r in runs:
+        try:
+            vals.append(float(r.metrics[key]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    arr = np.asarray(vals, dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def _mean_std(vals: np.ndarray) -> tuple[float, float]:
+    mean = float(vals.mean()) if vals.size else math.nan
+    std = float(vals.std(ddof=1)) if vals.size >= 2 else math.nan
+    return mean, std
+
+
+def metric_keys(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
+    """The metrics a table reports: weighted F1, AUROC, accuracy, official F1, per-class sensitivity."""
+    keys = [*BASE_METRICS, *(f"sensitivity_{c}" for c in _class_names(runs))]
+    return keys + [k for k in extra if k not in keys]
+
+
+def aggregate(
+    runs: Sequence[Run], extra_metrics: Sequence[str] = (), sort: str = "f1"
+) -> list[dict[str, Any]]:
+    """One row per configuration: counts, seeds, folds, and ``<metric>_mean`` / ``<metric>_std``.
+
+    Rows are sorted by ``<sort>_mean`` descending (NaN last), or by name with ``sort="configuration"``.
+    """
+    keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics)
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.configuration, []).append(r)
+    rows = []
+    for name, members in groups.items():
+        done = [r for r in members if r.status == COMPLETED]
+        n_params = _values(done, "n_params")
+        wall = _values(done, "wall_time_s")
+        row: dict[str, Any] = {
+            "configuration": name,
+            "model": members[0].model,
+            "n_runs": len(done),
+            "n_failed": sum(r.status == FAILED for r in members),
+            "n_running": sum(r.status == RUNNING for r in members),
+            "seeds": " ".join(str(s) for s in sorted({r.seed for r in done if r.seed is not None})),
+            "folds": " ".join(str(f) for f in sorted({r.fold for r in done if r.fold is not None})),
+            "n_params": int(np.median(n_params)) if n_params.size else None,
+            "epochs": _mean_std(_values(done, "epochs"))[0],
+            "wall_time_min": float(wall.mean() / 60) if wall.size else math.nan,
+        }
+        for k in keys:
+            row[f"{k}_mean"], row[f"{k}_std"] = _mean_std(_values(done, k))
+        rows.append(row)
+    if sort == "configuration":
+        return sorted(rows, key=lambda r: r["configuration"])
+    col = sort if sort in (rows[0] if rows else {}) else f"{sort}_mean"
+
+    def order(row: dict[str, Any]) -> tuple[bool, float, str]:
+        v = row.get(col, math.nan)
+        v = math.nan if v is None else float(v)
+        return (math.isnan(v), -v if not math.isnan(v) else 0.0, row["configuration"])
+
+    return sorted(rows, key=order)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """``rows`` as CSV; missing values and NaN become empty cells."""
+    fields = list(rows[0]) if rows else ["configuration"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if _is_missing(row.get(k)) else row.get(k) for k in fields})
+    return path
+
+
+def _fmt_metric(mean: Any, std: Any) -> str:
+    if _is_missing(mean):
+        return "–"
+    return f"{mean:.3f}" if _is_missing(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _fmt_number(v: Any, digits: int = 1) -> str:
+    if _is_missing(v):
+        return "–"
+    return str(int(v)) if float(v).is_integer() else f"{v:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Sequence[str]) -> str:
+    """The results table in markdown, then a "Failed runs" section."""
+    header = ["configuration", "runs", "seeds"]
+    show_folds = any(r["folds"] for r in rows)
+    header += ["folds"] if show_folds else []
+    header += [LABELS.get(k, k.replace("sensitivity_", "sens. ")) for k in keys]
+    header += ["params", "epochs", "wall time (min)"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|",
+    ]
+    for r in rows:
+        extra = [f"+{r['n_failed']} failed"] if r["n_failed"] else []
+        extra += [f"+{r['n_running']} running"] if r["n_running"] else []
+        cells = [
+            "`" + r["configuration"].replace("|", "\\|") + "`",
+            f"{r['n_runs']}" + (f" ({', '.join(extra)})" if extra else ""),
+            r["seeds"] or "–",
+        ]
+        cells += [r["folds"] or "–"] if show_folds else []
+        cells += [_fmt_metric(r.get(f"{k}_mean"), r.get(f"{k}_std")) for k in keys]
+        cells += [
+            "–" if r["n_params"] is None else f"{r['n_params']:,}",
+            _fmt_number(r["epochs"]),
+            _fmt_number(r["wall_time_min"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    bad = sorted((r for r in runs if r.status != COMPLETED), key=lambda r: str(r.path))
+    lines += ["", "## Failed runs", ""]
+    if not bad:
+        lines.append("None.")
+    for r in bad:
+        reason = (r.error or r.status).strip().splitlines()[0] if (r.error or r.status).strip() else r.status
+        lines.append(f"- `{r.path}` (`{r.configuration}`, {r.status}): {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _colors(n: int) -> list[Any]:
+    cmap = colormaps.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_f1(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Horizontal bars of test weighted F1 and official F1 per configuration, std as error bars."""
+    n = max(len(rows), 1)
+    fig, ax = subplots(figsize=(8, 1.2 + 0.55 * n), dpi=120)
+    y = np.arange(len(rows))[::-1]
+    for i, (key, label) in enumerate((("f1", "test weighted F1"), ("official_f1", "official F1"))):
+        means = np.array([r.get(f"{key}_mean", math.nan) for r in rows], dtype=float)
+        stds = np.nan_to_num(np.array([r.get(f"{key}_std", math.nan) for r in rows], dtype=float))
+        ax.barh(y + (0.2 if i == 0 else -0.2), np.nan_to_num(means), 0.38, xerr=stds, capsize=3, label=label)
+    ax.set_yticks(y, [r["configuration"] for r in rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test score (mean ± std over runs)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_validation_curves(
+    rows: Sequence[dict[str, Any]], runs: Sequence[Run], path: Path, key: str = "val/f1"
+) -> Path:
+    """``key`` per epoch, one line per configuration: mean over its completed runs, ±std band."""
+    fig, ax = subplots(figsize=(8, 4.5), dpi=120)
+    plotted = 0
+    for row, color in zip(rows, _colors(len(rows)), strict=True):
+        per_epoch: dict[int, list[float]] = {}
+        for r in runs:
+            if r.configuration != row["configuration"] or r.status != COMPLETED:
+                continue
+            last: dict[int, float] = {}  # one value per epoch and run: the last one logged
+            for h in r.history:
+                if "epoch" in h and math.isfinite(h.get(key, math.nan)):
+                    last[int(h["epoch"])] = h[key]
+            for e, v in last.items():
+                per_epoch.setdefault(e, []).append(v)
+        if not per_epoch:
+            continue
+        epochs = sorted(per_epoch)
+        mean = np.array([np.mean(per_epoch[e]) for e in epochs])
+        std = np.array([np.std(per_epoch[e], ddof=1) if len(per_epoch[e]) > 1 else 0.0 for e in epochs])
+        x = np.array(epochs) + 1
+        ax.plot(x, mean, marker="o", ms=2.5, color=color, label=f"{row['configuration']} (n={row['n_runs']})")
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+        plotted += 1
+    if not plotted:
+        ax.text(0.5, 0.5, f"no {key} history found", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key)
+    ax.set_title(f"{key} per epoch (mean ± std over runs)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write_report(
+    runs: Sequence[Run],
+    out_dir: str | Path,
+    extra_metrics: Sequence[str] = (),
+    sort: str = "f1",
+    curve_key: str = "val/f1",
+) -> dict[str, Path]:
+    """Write the CSV and markdown tables and both plots into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(runs, extra_metrics, sort)
+    keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics)
+    md = out / "results_table.md"
+    md.write_text("# Results\n\n" + markdown_table(rows, runs, keys))
+    return {
+        "csv": write_csv(rows, out / "results_table.csv"),
+        "markdown": md,
+        "f1_plot": plot_f1(rows, out / "results_f1.png"),
+        "curves": plot_validation_curves(rows, runs, out / "validation_curves.png", curve_key),
+    }
