@@ -4,6 +4,7 @@ and ONNX Runtime, for every classifier and the VAE, and no training stack needed
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+import ecg_lab
 from ecg_lab.app.checkpoints import model_from_checkpoint
 from ecg_lab.classification.variants import model_names
 from ecg_lab.edge import runtime as edge
-from ecg_lab.edge.export import export_model, runtime_files
+from ecg_lab.edge.export import edge_requirements, export_model, runtime_files
 from ecg_lab.export import export
 from ecg_lab.train import train
 from tests.conftest import SMALL_SYNTHETIC, compose_config
@@ -56,9 +58,15 @@ def test_export_folder_holds_weights_config_onnx_runtime_and_readme(exports) -> 
     onnx = {"cnn_lstm": ["cnn_lstm.onnx"], "lstm_vae": ["lstm_vae.onnx", "lstm_vae_encoder.onnx"]}
     for name, (_, folder) in exports.items():
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["README.md", "ecg_lab", f"{name}_config.json", f"{name}_weights.pth", *onnx[name]]
+            ["README.md", "ecg_lab", "requirements.txt", f"{name}_config.json", f"{name}_weights.pth"]
+            + onnx[name]
         )
         config = json.loads((folder / f"{name}_config.json").read_text())
+        assert config["format"] == edge.FORMAT and config["ecg_lab_version"] == ecg_lab.__version__
+        assert config["source_checkpoint"] == "last.ckpt"
+        assert Path(config["source_checkpoint_path"]) == exports[name][0].resolve()
+        requirements = [ln for ln in (folder / "requirements.txt").read_text().splitlines() if ln[:1] != "#"]
+        assert requirements == edge_requirements() and any(r.startswith("onnxruntime") for r in requirements)
         assert config["weights"] == f"{name}_weights.pth" and config["fs"] > 0
         assert config["onnx"] == f"{name}.onnx"
         state = torch.load(folder / config["weights"], weights_only=True)
@@ -76,6 +84,25 @@ def test_export_folder_holds_weights_config_onnx_runtime_and_readme(exports) -> 
     vae = json.loads((exports["lstm_vae"][1] / "lstm_vae_config.json").read_text())
     assert vae["task"] == "generation" and vae["window"] == vae["hyperparameters"]["seq_len"] == 1000
     assert vae["onnx_encoder"] == "lstm_vae_encoder.onnx"
+
+
+def test_the_runtime_files_are_the_edge_package_and_what_it_imports() -> None:
+    files = runtime_files()
+    for needed in ("__init__.py", "edge/__main__.py", "edge/runtime.py", "edge/preprocess.py"):
+        assert needed in files
+    for needed in ("models/crnn.py", "models/lstm_vae.py", "data/records.py", "models/__init__.py"):
+        assert needed in files  # imported by the runtime, so copied with it
+    assert "edge/export.py" not in files and not any(f.startswith(("app/", "classification/")) for f in files)
+
+
+def test_the_runtime_refuses_an_unknown_export_format(exports, tmp_path: Path) -> None:
+    folder = tmp_path / "future"
+    shutil.copytree(exports["cnn_lstm"][1], folder)
+    config_path = folder / "cnn_lstm_config.json"
+    config = json.loads(config_path.read_text()) | {"format": 99, "ecg_lab_version": "9.0"}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"format 99 \(written by ecg_lab 9\.0\) is not one this runtime"):
+        edge.EdgeModel(folder, "onnx")
 
 
 @pytest.mark.parametrize("name", model_names())

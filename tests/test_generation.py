@@ -15,11 +15,11 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from ecg_lab.analyze import analyze
-from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
 from ecg_lab.app.checkpoints import model_from_checkpoint
 from ecg_lab.app.checks import check_task_config
 from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
+from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
 from ecg_lab.train import train
 from tests.conftest import REPO, compose_config
 from tests.test_fidelity import KEYS as FIDELITY_KEYS

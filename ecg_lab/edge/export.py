@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -37,11 +38,14 @@ README = """# {name}: an ecg_lab export
 - `{config}`: architecture `{architecture}` and its hyperparameters, task `{task}`, sampling rate
   {fs:g} Hz, window {window} samples{class_list}
 - {onnx_list}
-- `ecg_lab/`: the runtime (`python -m ecg_lab.edge`), the package files it imports
+- `ecg_lab/`: the runtime (`python -m ecg_lab.edge`): the edge package and the modules it imports
+- `requirements.txt`: what the device needs (ecg_lab's `edge` extra)
 
-Run it from this folder with CPU torch and NumPy (`--backend torch`, the default) or with
-onnxruntime and NumPy (`--backend onnx`); classifying a recording also takes SciPy:
+Exported by ecg_lab {ecg_lab_version} (format {format}){source}. Run it from this folder:
 
+    pip install -r requirements.txt         # ONNX Runtime, NumPy, SciPy
+    python -m ecg_lab.edge {command} --export . --backend onnx
+    pip install torch                       # for --backend torch, the default
     python -m ecg_lab.edge {command} --export .
 """
 
@@ -181,6 +185,24 @@ def runtime_files() -> list[str]:
     return sorted(str(p.relative_to(PACKAGE_DIR)) for p in seen)
 
 
+def edge_requirements() -> list[str]:
+    """What a device needs: the ``edge`` extra of ecg_lab's ``pyproject.toml``, from the installed
+    package's metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("ecg_lab") or []
+    except PackageNotFoundError:
+        declared = []
+    edge = [r.split(";")[0].strip() for r in declared if re.search(r"""extra\s*==\s*["']edge["']""", r)]
+    if not edge:
+        raise RuntimeError(
+            "the installed ecg_lab declares no `edge` extra; reinstall it from the repository "
+            "(make venv, or pip install -e .)"
+        )
+    return edge
+
+
 def copy_runtime(out: Path) -> list[str]:
     """The edge package and what it imports, into ``out/ecg_lab``; returns the files copied."""
     files = runtime_files()
@@ -215,6 +237,11 @@ def export_model(
     config |= onnx_files
     torch.save(net.state_dict(), out / config["weights"])
     copy_runtime(out)
+    requirements = edge_requirements()
+    (out / "requirements.txt").write_text(
+        "# ONNX Runtime backend; add torch for --backend torch, matplotlib for --png\n"
+        + "".join(f"{r}\n" for r in requirements)
+    )
     write_json(out / f"{name}_config.json", config)
     if config["task"] == "generation":
         command = "generate --n 10 --out synth.csv"
@@ -223,8 +250,10 @@ def export_model(
         command = "classify --record A00002.mat"
         onnx_list = f"`{name}.onnx`: the network (window → logits)"
     class_list = f", classes {config['classes']}" if "classes" in config else ""
+    source = f" from `{config['source_checkpoint']}`" if "source_checkpoint" in config else ""
     (out / "README.md").write_text(
         README.format(
+            source=source,
             config=f"{name}_config.json",
             command=command,
             class_list=class_list,
