@@ -6,7 +6,7 @@ accuracy (classifier) and fidelity (VAE).
     .venv/bin/python bench/edge_latency.py                       # fresh networks: latency and sizes
     .venv/bin/python bench/edge_latency.py --classifier CKPT --vae CKPT   # + accuracy / fidelity
 
-Each network goes through ``ecg_lab.export.export_model`` (the ``make pi-export`` path) into a
+Each network goes through ``ecg_lab.edge.export.export_model`` (the ``make pi-export`` path) into a
 temporary folder; the backends run what that folder holds. Latency: batch 1 (one 1500-sample window;
 one 10-s ECG decoded from one latent vector), ``--warmup`` calls, then ``--rounds`` rounds of
 ``--iters`` calls per backend, backends alternating within each round; the median round is reported.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from ecg_lab.classification.metrics import confusion_matrix, official_f1, record_probabilities  # noqa: E402
 from ecg_lab.edge import runtime as edge  # noqa: E402
-from ecg_lab.export import Decoder, export_model  # noqa: E402
+from ecg_lab.edge.export import Decoder, export_model  # noqa: E402
 from ecg_lab.generation.fidelity import fidelity  # noqa: E402
 
 TARGET_MS = {"classification": 1.0, "generation": 5.0}

@@ -9,6 +9,7 @@ if __name__ == "__main__":  # before torch loads (console scripts go through ecg
 
 import logging  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import hydra  # noqa: E402
@@ -16,6 +17,7 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from ecg_lab.app.checkpoints import stored_manifest  # noqa: E402
 from ecg_lab.app.checks import check_task_config  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list, ranks_start_in_this_job, to_container  # noqa: E402
 from ecg_lab.app.environment import set_up_app  # noqa: E402
@@ -34,6 +36,16 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     return datamodule, model
 
 
+def resume_split(datamodule: pl.LightningDataModule, ckpt_path: str | None) -> None:
+    """A resumed run keeps the split its checkpoint was trained on (unless ``data.manifest`` is set)."""
+    if not ckpt_path or not Path(ckpt_path).is_file() or getattr(datamodule, "given_manifest", None):
+        return  # a missing checkpoint is Lightning's error to report
+    manifest = stored_manifest(torch.load(ckpt_path, map_location="cpu", weights_only=True))
+    if manifest is not None:
+        log.info("resuming on the split stored in %s (%d records)", ckpt_path, len(manifest))
+        datamodule.use_manifest(manifest)
+
+
 @task_wrapper
 def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Fit, then test the best checkpoint; the run folder gets the split, the test metrics and figures;
@@ -44,6 +56,7 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     torch.set_flush_denormal(True)  # denormal gradients slow CPU LSTM backward passes several-fold
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
+    resume_split(datamodule, cfg.get("ckpt_path"))
     datamodule.prepare_data()  # generate/preprocess before loggers start (wandb must not be forked)
     datamodule.setup("fit")  # the split, written before training starts
     outputs.data_files(datamodule)

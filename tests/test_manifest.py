@@ -124,7 +124,7 @@ def test_a_checkpoint_without_a_manifest_is_an_error_not_a_re_split(
         evaluate(compose_config("eval", [f"ckpt_path={old}", "trainer=cpu"], tmp_path / "eval", cache_dir))
     # the run folder's split.csv serves instead
     overrides = [f"ckpt_path={old}", "trainer=cpu", "data=synthetic", *SMALL_SYNTHETIC[:4]]
-    overrides.append(f"+data.manifest={run / 'split.csv'}")
+    overrides.append(f"data.manifest={run / 'split.csv'}")
     evaluate(compose_config("eval", overrides, tmp_path / "eval2", cache_dir))
     assert read_rows(tmp_path / "eval2" / "split.csv") == read_rows(run / "split.csv")
 

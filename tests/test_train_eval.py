@@ -137,6 +137,8 @@ def test_resume_continues_where_it_stopped(trained: Path, train_cfg, tmp_path: P
         tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 3 * 4
+    # the resumed run trains on its checkpoint's split, read back from it
+    assert (tmp_path / "resumed" / "split.csv").read_text() == (trained / "split.csv").read_text()
 
 
 def test_missing_ckpt_path_is_a_clear_error(tmp_path: Path, cache_dir: Path) -> None:

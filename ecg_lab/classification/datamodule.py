@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytorch_lightning as pl
+from sklearn.utils.class_weight import compute_class_weight
 
 from ecg_lab.classification.prepared import PreparedRecords, prepare_records
 from ecg_lab.classification.windows import WindowDataset
@@ -154,14 +155,15 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         return self.datasets["train"].class_counts(len(self.classes))
 
     def class_weights(self) -> np.ndarray:
-        """Inverse-frequency weights from the training windows: ``N / (K * n_c)``."""
-        counts = self.class_counts().astype(np.float64)
+        """Inverse-frequency ("balanced") weights from the training windows: ``N / (K * n_c)``."""
+        counts = self.class_counts()
         if np.any(counts == 0):
             missing = [c for c, n in zip(self.classes, counts, strict=True) if n == 0]
             raise ValueError(
                 f"no training windows of class {missing}; check data.root or data.split_fractions"
             )
-        return counts.sum() / (len(counts) * counts)
+        labels = self.datasets["train"].labels
+        return compute_class_weight("balanced", classes=np.arange(len(self.classes)), y=labels)
 
     def class_weight_table(self) -> dict[str, float]:
         """``class → weight`` for ``class_weights.json`` (empty without training windows)."""

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from ecg_lab.data.records import BadRecordError, Record, check_signal
@@ -108,5 +109,5 @@ class Preprocessing:
         return np.arange(window_count(n_samples, self.window, self.stride), dtype=np.int64) * self.stride
 
     def windows(self, x: np.ndarray) -> np.ndarray:
-        """The windows ``(n, window)`` of a preprocessed signal, at ``starts``."""
-        return np.stack([x[s : s + self.window] for s in self.starts(x.size)])
+        """The windows ``(n, window)`` of a preprocessed signal, at ``starts`` (a copy, not a view)."""
+        return sliding_window_view(x, self.window)[:: self.stride].copy()

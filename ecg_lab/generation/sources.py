@@ -8,7 +8,6 @@ describes the files and the selection, for the cache key.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecg_lab.data import physionet2017, ptbxl
+from ecg_lab.data.cache import file_stats
 from ecg_lab.data.records import BadRecordError, Record, SkippedRecord, check_on_bad_record, skip_or_raise
 from ecg_lab.data.splits import assign_splits
 
@@ -32,18 +32,6 @@ class SourceRecords:
     records: list[Record] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
     skipped: list[SkippedRecord] = field(default_factory=list)
-
-
-def _file_stats(paths: Sequence[Path]) -> str:
-    """Names, sizes and modification times of ``paths`` (missing ones marked), hashed."""
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            st = p.stat()
-            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
-        except OSError:
-            h.update(f"{p}:-;".encode())
-    return h.hexdigest()[:20]
 
 
 class PTBXLSource:
@@ -104,7 +92,7 @@ class PTBXLSource:
             "lead": self.lead,
             "sampling_rate": self.sampling_rate,
             "folds": self.folds,
-            "files": _file_stats(files),
+            "files": file_stats(files),
         }
 
     def read(self, on_bad_record: str = "raise") -> SourceRecords:
@@ -189,7 +177,7 @@ class PhysioNet2017Source:
             "fs": self.fs,
             "split_fractions": self.split_fractions,
             "split_seed": self.split_seed,
-            "files": _file_stats(files),
+            "files": file_stats(files),
         }
 
     def read(self, on_bad_record: str = "raise") -> SourceRecords:

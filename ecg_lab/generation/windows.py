@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
 from ecg_lab.generation.analytic import AnalyticSpec, analytic_ecg
@@ -51,11 +52,10 @@ def cut_windows(records: CleanRecords, window: int, stride: int, analytic: Analy
         mask = np.zeros(n, dtype=bool)
         mask[peaks[(peaks >= 0) & (peaks < n)]] = True
         s = np.arange(0, n - window + 1, stride)
-        idx = s[:, None] + np.arange(window)[None, :]
-        xs.append(np.asarray(signal)[idx])
-        masks.append(mask[idx])
+        xs.append(sliding_window_view(np.asarray(signal), window)[::stride])  # views; concatenated below
+        masks.append(sliding_window_view(mask, window)[::stride])
         if env is not None:
-            envs.append(env[idx])
+            envs.append(sliding_window_view(env, window)[::stride])
         recs.append(np.full(s.size, i, dtype=np.int64))
         starts.append(s.astype(np.int64))
     if not xs:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 from matplotlib import colormaps
 
@@ -242,27 +243,26 @@ def _class_names(runs: Sequence[Run]) -> list[str]:
     return names
 
 
-def _values(runs: Sequence[Run], key: str) -> np.ndarray:
-    vals = []
-    for r in runs:
-        try:
-            vals.append(float(r.metrics[key]))
-        except (KeyError, TypeError, ValueError):
-            continue
-    arr = np.asarray(vals, dtype=float)
-    return arr[np.isfinite(arr)]
-
-
-def _mean_std(vals: np.ndarray) -> tuple[float, float]:
-    mean = float(vals.mean()) if vals.size else math.nan
-    std = float(vals.std(ddof=1)) if vals.size >= 2 else math.nan
-    return mean, std
-
-
 def metric_keys(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
     """The metrics a table reports: weighted F1, AUROC, accuracy, official F1, per-class sensitivity."""
     keys = [*BASE_METRICS, *(f"sensitivity_{c}" for c in _class_names(runs))]
     return keys + [k for k in extra if k not in keys]
+
+
+def _run_table(runs: Sequence[Run], columns: Sequence[str]) -> pd.DataFrame:
+    """One row per run: configuration, model, status, seed, fold and the ``columns`` of its test
+    metrics as numbers (NaN where missing, not numeric or not finite)."""
+    info = pd.DataFrame(
+        [(r.configuration, r.model, r.status, r.seed, r.fold) for r in runs],
+        columns=["configuration", "model", "status", "seed", "fold"],
+    ).astype({"seed": "Int64", "fold": "Int64"})
+    values = pd.DataFrame.from_records([r.metrics for r in runs], columns=list(columns), index=info.index)
+    values = values.apply(pd.to_numeric, errors="coerce").astype(float)
+    return pd.concat([info, values.where(np.isfinite(values))], axis=1)
+
+
+def _joined(values: pd.Series) -> str:
+    return " ".join(str(v) for v in sorted(set(values.dropna())))
 
 
 def aggregate(
@@ -272,40 +272,38 @@ def aggregate(
 
     Rows are sorted by ``<sort>_mean`` descending (NaN last), or by name with ``sort="configuration"``.
     """
+    if not runs:
+        return []
     keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics)
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(r.configuration, []).append(r)
-    rows = []
-    for name, members in groups.items():
-        done = [r for r in members if r.status == COMPLETED]
-        n_params = _values(done, "n_params")
-        wall = _values(done, "wall_time_s")
-        row: dict[str, Any] = {
-            "configuration": name,
-            "model": members[0].model,
-            "n_runs": len(done),
-            "n_failed": sum(r.status == FAILED for r in members),
-            "n_running": sum(r.status == RUNNING for r in members),
-            "seeds": " ".join(str(s) for s in sorted({r.seed for r in done if r.seed is not None})),
-            "folds": " ".join(str(f) for f in sorted({r.fold for r in done if r.fold is not None})),
-            "n_params": int(np.median(n_params)) if n_params.size else None,
-            "epochs": _mean_std(_values(done, "epochs"))[0],
-            "wall_time_min": float(wall.mean() / 60) if wall.size else math.nan,
-        }
-        for k in keys:
-            row[f"{k}_mean"], row[f"{k}_std"] = _mean_std(_values(done, k))
-        rows.append(row)
-    if sort == "configuration":
-        return sorted(rows, key=lambda r: r["configuration"])
-    col = sort if sort in (rows[0] if rows else {}) else f"{sort}_mean"
-
-    def order(row: dict[str, Any]) -> tuple[bool, float, str]:
-        v = row.get(col, math.nan)
-        v = math.nan if v is None else float(v)
-        return (math.isnan(v), -v if not math.isnan(v) else 0.0, row["configuration"])
-
-    return sorted(rows, key=order)
+    table = _run_table(runs, [*keys, "n_params", "epochs", "wall_time_s"])
+    configurations = table.groupby("configuration", sort=False)
+    done = table[table["status"] == COMPLETED].groupby("configuration")
+    statuses = {"n_runs": COMPLETED, "n_failed": FAILED, "n_running": RUNNING}
+    counts = pd.crosstab(table["configuration"], table["status"]).reindex(
+        columns=[*statuses.values()], fill_value=0
+    )
+    stats = done[keys].agg(["mean", "std"])  # std: ddof=1, NaN below two runs
+    stats.columns = [f"{k}_{stat}" for k, stat in stats.columns]
+    summary = pd.DataFrame(
+        {
+            "model": configurations["model"].first(),
+            **{name: counts[status] for name, status in statuses.items()},
+            "seeds": done["seed"].agg(_joined),
+            "folds": done["fold"].agg(_joined),
+            "n_params": done["n_params"].median(),
+            "epochs": done["epochs"].mean(),
+            "wall_time_min": done["wall_time_s"].mean() / 60,
+        },
+        index=configurations.size().index,
+    )
+    summary = summary.join(stats).fillna({"seeds": "", "folds": ""}).reset_index()
+    n_params = [None if math.isnan(v) else int(v) for v in summary["n_params"]]
+    summary["n_params"] = pd.Series(n_params, index=summary.index, dtype=object)
+    summary = summary.sort_values("configuration")
+    col = sort if sort in summary.columns else f"{sort}_mean"
+    if sort != "configuration" and col in summary.columns:
+        summary = summary.sort_values(col, ascending=False, kind="stable")  # NaN last, ties by name
+    return summary.astype(object).to_dict("records")
 
 
 def _is_missing(v: Any) -> bool:
@@ -314,12 +312,8 @@ def _is_missing(v: Any) -> bool:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """``rows`` as CSV; missing values and NaN become empty cells."""
-    fields = list(rows[0]) if rows else ["configuration"]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if _is_missing(row.get(k)) else row.get(k) for k in fields})
+    table = pd.DataFrame(list(rows), columns=list(rows[0]) if rows else ["configuration"], dtype=object)
+    table.to_csv(path, index=False, lineterminator="\r\n")
     return path
 
 
@@ -400,25 +394,26 @@ def plot_validation_curves(
     rows: Sequence[dict[str, Any]], runs: Sequence[Run], path: Path, key: str = "val/f1"
 ) -> Path:
     """``key`` per epoch, one line per configuration: mean over its completed runs, ±std band."""
+    logged = pd.DataFrame(
+        [
+            (r.configuration, i, int(h["epoch"]), h[key])
+            for i, r in enumerate(runs)
+            if r.status == COMPLETED
+            for h in r.history
+            if "epoch" in h and math.isfinite(h.get(key, math.nan))
+        ],
+        columns=["configuration", "run", "epoch", "value"],
+    )
+    # one value per epoch and run (the last one logged), then mean and std over a configuration's runs
+    last = logged.groupby(["configuration", "run", "epoch"])["value"].last()
+    curves = last.groupby(["configuration", "epoch"]).agg(["mean", "std"]).fillna({"std": 0.0})
     fig, ax = subplots(figsize=(8, 4.5), dpi=120)
     plotted = 0
     for row, color in zip(rows, _colors(len(rows)), strict=True):
-        per_epoch: dict[int, list[float]] = {}
-        for r in runs:
-            if r.configuration != row["configuration"] or r.status != COMPLETED:
-                continue
-            last: dict[int, float] = {}  # one value per epoch and run: the last one logged
-            for h in r.history:
-                if "epoch" in h and math.isfinite(h.get(key, math.nan)):
-                    last[int(h["epoch"])] = h[key]
-            for e, v in last.items():
-                per_epoch.setdefault(e, []).append(v)
-        if not per_epoch:
+        if row["configuration"] not in curves.index.get_level_values("configuration"):
             continue
-        epochs = sorted(per_epoch)
-        mean = np.array([np.mean(per_epoch[e]) for e in epochs])
-        std = np.array([np.std(per_epoch[e], ddof=1) if len(per_epoch[e]) > 1 else 0.0 for e in epochs])
-        x = np.array(epochs) + 1
+        curve = curves.loc[row["configuration"]]
+        x, mean, std = curve.index.to_numpy() + 1, curve["mean"].to_numpy(), curve["std"].to_numpy()
         ax.plot(x, mean, marker="o", ms=2.5, color=color, label=f"{row['configuration']} (n={row['n_runs']})")
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
         plotted += 1
