@@ -53,6 +53,10 @@ def module_and_config(ckpt: Path | None, overrides: list[str]) -> tuple[Any, Any
     import hydra
     from hydra import compose, initialize_config_dir
 
+    from ecg_lab.app.config import register_resolvers
+
+    register_resolvers()
+
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
         cfg = compose("train", overrides=[*overrides])
     torch.manual_seed(0)

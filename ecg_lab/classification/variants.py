@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ecg_lab.app.checks import task_of
-from ecg_lab.app.config import CONFIG_DIR
+from ecg_lab.app.config import CONFIG_DIR, register_resolvers
 from ecg_lab.models.crnn import CRNN, count_parameters
 
 # the SPEC's parameter counts (4 classes)
@@ -51,6 +51,7 @@ def description(path: Path) -> str:
 
 def build_net(name: str, config_dir: str | Path = CONFIG_DIR) -> CRNN:
     """The network of ``model=<name>``, composed within the training config."""
+    register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
         cfg = compose("train", overrides=[f"model={name}"])
     return instantiate(cfg.model.net)
