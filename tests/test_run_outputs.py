@@ -12,7 +12,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from ecg_lab.app.outputs import RunData, RunOutputs, TestOutcome, TestReporter
+from ecg_lab.app import outputs as run_outputs
+from ecg_lab.app.outputs import RunData, RunOutputs, TestOutcome
 from ecg_lab.app.task import task_wrapper
 from ecg_lab.data.records import SkippedRecord
 from ecg_lab.data.splits import SplitManifest
@@ -67,7 +68,7 @@ class HeartRateModel(pl.LightningModule):
 
 def test_a_third_task_needs_only_the_two_interfaces(tmp_path: Path) -> None:
     data, model = HeartRateData(), HeartRateModel()
-    assert isinstance(model, TestReporter)
+    assert isinstance(model, run_outputs.TestReporter)
     outputs = RunOutputs(tmp_path)
     data.setup()
     assert isinstance(data, RunData)

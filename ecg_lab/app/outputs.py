@@ -40,6 +40,8 @@ class TestOutcome:
     """What a task reports after testing: metrics for ``test_metrics.json`` and its figures, each a
     file name with the function that draws it into a given path."""
 
+    __test__ = False  # a name pytest would otherwise try to collect
+
     metrics: dict[str, Any]
     figures: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
 
