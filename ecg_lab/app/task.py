@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ecg_lab.app.config import task_overrides
+from ecg_lab.app.environment import quiet_known_noise
 from ecg_lab.app.outputs import RunOutputs
 from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
 
@@ -58,6 +59,7 @@ def task_wrapper(
     def wrapped(cfg: DictConfig) -> dict[str, Any]:
         from pytorch_lightning.utilities import rank_zero_only
 
+        quiet_known_noise()  # also in a launcher's worker processes, which skip the entry point
         name = cfg.get("task_name", task.__name__)
         outputs = RunOutputs(cfg.paths.output_dir, enabled=rank_zero_only.rank == 0)  # ranks share the folder
         outputs.started(cfg.get("task_name"), task_overrides())
