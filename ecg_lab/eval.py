@@ -21,7 +21,7 @@ import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from ecg_lab.app.checkpoints import load_checkpoint, model_from_checkpoint, stored_manifest  # noqa: E402
+from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded, stored_manifest  # noqa: E402
 from ecg_lab.app.checks import warn_if_signals_differ  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list  # noqa: E402
 from ecg_lab.app.environment import set_up_app  # noqa: E402
@@ -53,8 +53,8 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         raise ValueError(
             "ckpt_path is required: python -m ecg_lab.eval ckpt_path=outputs/.../checkpoints/last.ckpt"
         )
-    ckpt, _ = load_checkpoint(cfg.ckpt_path)
-    model, stored = model_from_checkpoint(cfg.ckpt_path, cfg.get("model"), cfg.get("loss"))
+    ckpt, stored = load_checkpoint(cfg.ckpt_path)
+    model = model_from_loaded(ckpt, stored, cfg.get("model"), cfg.get("loss"))
     data_cfg = cfg.data if cfg.get("data") is not None else stored.data
     if cfg.get("data") is not None:
         warn_if_signals_differ(cfg.data, stored.data)

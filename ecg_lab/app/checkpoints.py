@@ -60,10 +60,20 @@ def model_from_checkpoint(
 ) -> tuple[pl.LightningModule, DictConfig]:
     """Rebuild the LightningModule from the checkpoint's own config and load its weights."""
     ckpt, stored = load_checkpoint(path)
+    return model_from_loaded(ckpt, stored, model_cfg, loss_cfg), stored
+
+
+def model_from_loaded(
+    ckpt: dict[str, Any],
+    stored: DictConfig,
+    model_cfg: DictConfig | None = None,
+    loss_cfg: DictConfig | None = None,
+) -> pl.LightningModule:
+    """:func:`model_from_checkpoint` on a checkpoint already loaded with :func:`load_checkpoint`."""
     model = hydra.utils.instantiate(
         model_cfg or stored.model, loss=hydra.utils.instantiate(loss_cfg or stored.loss)
     )
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = OmegaConf.to_container(stored)
     model.eval()
-    return model, stored
+    return model

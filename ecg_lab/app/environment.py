@@ -9,6 +9,8 @@ import logging
 import os
 import warnings
 
+from ecg_lab.app.config import register_resolvers
+
 
 def prefer_short_omp_spin() -> None:
     """Set ``GOMP_SPINCOUNT=10000`` unless the user set OpenMP's waiting policy; call before torch loads.
@@ -38,7 +40,5 @@ def quiet_known_noise() -> None:
 
 def set_up_app() -> None:
     """Everything a Hydra entry point sets before composing its config."""
-    from ecg_lab.app.config import register_resolvers
-
     quiet_known_noise()
     register_resolvers()

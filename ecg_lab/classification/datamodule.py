@@ -14,7 +14,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from ecg_lab.classification.prepared import PreparedRecords, prepare_records
 from ecg_lab.classification.windows import WindowDataset
 from ecg_lab.data.loaders import SplitLoaders
-from ecg_lab.data.physionet2017 import CLASSES, SOURCE, iter_reference
+from ecg_lab.data.physionet2017 import CLASSES, SOURCE
 from ecg_lab.data.splits import SPLITS, SplitManifest, assign_splits, check_folds, splits_from_manifest
 from ecg_lab.edge.preprocess import Preprocessing
 
@@ -112,7 +112,7 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         if self.given_manifest is not None:
             where = f"data.root={self.root}" if self.root is not None else f"data {self.name}"
             return splits_from_manifest(self.given_manifest, SOURCE, list(prepared.ids), where), None
-        _, rows = iter_reference(self.record_root())  # every listed record, read or skipped
+        rows = prepared.listed  # every record REFERENCE.csv lists, read or skipped
         splits, folds = assign_splits(
             [r for r, _ in rows],
             [lab for _, lab in rows],

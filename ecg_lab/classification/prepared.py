@@ -38,6 +38,7 @@ class PreparedRecords:
     fs: float
     skipped: list[SkippedRecord] = field(default_factory=list)
     cache_path: Path | None = None
+    listed: list[tuple[str, str]] = field(default_factory=list)  # every REFERENCE.csv row, read or skipped
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,6 +141,7 @@ def prepare_records(
             classes=classes,
             fs=fs,
             skipped=skipped,
+            listed=rows,
         )
 
     config = {
@@ -163,4 +165,5 @@ def prepare_records(
         }
 
     prepared, _ = cached(cache_dir, "prepared", cache_key(record_dir, rows, config), build, _load)
+    prepared.listed = rows
     return prepared

@@ -108,6 +108,7 @@ def cached(
     except OSError:
         if not (target / ENTRY_FILE).is_file():
             raise
+        info = _check(target)  # the other run's entry
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return load(target, _check(target)), target
+    return load(target, info), target

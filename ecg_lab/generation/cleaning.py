@@ -157,16 +157,12 @@ def cached_clean_records(
         "cleaning": asdict(cleaning),
         "on_bad_record": on_bad_record,
     }
-    built: list[CleanRecords] = []
-
     def build(folder: Path) -> dict:
         records = read_clean_records(sources, fs, cleaning, on_bad_record)
-        built.append(records)
         np.savez(folder / "records.npz", **{k: getattr(records, k) for k in ARRAYS})
         return {"fs": fs, "skipped": [asdict(s) for s in records.skipped]}
 
-    records, _ = cached(cache_dir, "waveforms", config, build, _load)
-    return built[0] if built else records
+    return cached(cache_dir, "waveforms", config, build, _load)[0]
 
 
 def _load(path: Path, info: dict) -> CleanRecords:
