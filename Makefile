@@ -43,9 +43,12 @@ report: $(STAMP)
 	$(PY) -m ecg_lab.report $(RUNS) $(ARGS)
 
 # the hand-off to an edge device: make pi-export CKPT=outputs/.../checkpoints/best-epoch012.ckpt
+# CKPT goes to Hydra as a quoted value (each ' escaped as \', a \ before one doubled), passed to the
+# shell as one word ('...', each ' written '\''), so spaces, quotes and $ in the path arrive intact
+CKPT_OVERRIDE = ckpt_path='$(subst ',\',$(subst \',\\',$(value CKPT)))'
 pi-export: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make pi-export CKPT=path/to/checkpoint.ckpt [ARGS=out_dir=DIR]"; exit 2; }
-	$(PY) -m ecg_lab.export "ckpt_path='$(CKPT)'" $(ARGS)
+	@test -n '$(subst ','\'',$(value CKPT))' || { echo "usage: make pi-export CKPT=path/to/checkpoint.ckpt [ARGS=out_dir=DIR]"; exit 2; }
+	$(PY) -m ecg_lab.export '$(subst ','\'',$(CKPT_OVERRIDE))' $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

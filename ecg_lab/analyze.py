@@ -23,11 +23,13 @@ from typing import Any  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from ecg_lab.app.checks import check_overrides  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
-from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.data.splits import SPLITS  # noqa: E402
+from ecg_lab.errors import ConfigError  # noqa: E402
 from ecg_lab.generation.analysis import COMMANDS, analyze_rpeaks, analyze_waveforms  # noqa: E402
 from ecg_lab.generation.datamodule import WaveformDataModule  # noqa: E402
 
@@ -37,17 +39,19 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def analyze(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Run ``cfg.command`` on the configured data; writes into the run folder."""
+    check_overrides(cfg)
     if cfg.command not in COMMANDS:
-        raise ValueError(f"unknown command {cfg.command!r}; use one of {COMMANDS}")
+        raise ConfigError(f"unknown command {cfg.command!r}; use one of {COMMANDS}")
+    apply_threads(cfg.get("threads"))
     dm = hydra.utils.instantiate(cfg.data)
     if not isinstance(dm, WaveformDataModule):
-        raise ValueError(
+        raise ConfigError(
             f"python -m ecg_lab.analyze needs a waveform data config (data=synthetic_normal, ptbxl, "
             f"physionet2017_normal or normal_ecg), got {type(dm).__name__}"
         )
     unknown = sorted(set(cfg.splits) - set(SPLITS))
     if unknown:
-        raise ValueError(f"splits: unknown {unknown}; use some of {list(SPLITS)}")
+        raise ConfigError(f"splits: unknown {unknown}; use some of {list(SPLITS)}")
     dm.prepare_data()
     dm.setup()
     result = (analyze_rpeaks if cfg.command == "rpeaks" else analyze_waveforms)(cfg, dm, outputs.dir)
@@ -56,6 +60,7 @@ def analyze(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
+@one_line_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
     analyze(cfg)
 

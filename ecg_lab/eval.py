@@ -19,14 +19,15 @@ from typing import Any  # noqa: E402
 
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded, stored_manifest  # noqa: E402
-from ecg_lab.app.checks import warn_if_signals_differ  # noqa: E402
+from ecg_lab.app.checks import check_model_fits_data, check_overrides, warn_if_signals_differ  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list  # noqa: E402
-from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def own_split(datamodule: Any, ckpt: dict[str, Any], ckpt_path: str, data_cfg: D
         return
     manifest = stored_manifest(ckpt)
     if manifest is None:
-        raise ValueError(
+        raise ConfigError(
             f"ckpt_path={ckpt_path} stores no split manifest (it predates ecg_lab 0.2), so its test split "
             "cannot be read back; pass data.manifest=<its run folder>/split.csv, or data.split=all to "
             "test every record"
@@ -46,26 +47,48 @@ def own_split(datamodule: Any, ckpt: dict[str, Any], ckpt_path: str, data_cfg: D
     datamodule.use_manifest(manifest)
 
 
-@task_wrapper
-def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
-    """Test the checkpoint on the configured data and write ``test_metrics.json`` and plots."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError(
-            "ckpt_path is required: python -m ecg_lab.eval ckpt_path=outputs/.../checkpoints/last.ckpt"
-        )
-    ckpt, stored = load_checkpoint(cfg.ckpt_path)
-    model = model_from_loaded(ckpt, stored, cfg.get("model"), cfg.get("loss"))
-    data_cfg = cfg.data if cfg.get("data") is not None else stored.data
-    if cfg.get("data") is not None:
-        warn_if_signals_differ(cfg.data, stored.data)
-    data_cfg = data_cfg.copy()
+def data_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
+    """The data config to test on (the one given, else the checkpoint's), with this run's cache."""
+    data_cfg = (cfg.data if cfg.get("data") is not None else stored.data).copy()
     with open_dict(data_cfg):
         data_cfg.cache_dir = cfg.paths.cache_dir
         data_cfg.pop("run_dir", None)  # checkpoints before 0.2: the run writer owns the run folder now
+    return data_cfg
+
+
+def check_fits_checkpoint(cfg: DictConfig, stored: DictConfig, data_cfg: DictConfig) -> None:
+    """ConfigError when the data (or a given model or loss) is for another task than the checkpoint's
+    model, or its window is too short for the network; warnings for signal settings that differ."""
+    run_cfg = OmegaConf.create(
+        {
+            "model": cfg.get("model") or stored.model,
+            "loss": cfg.get("loss") or stored.loss,
+            "data": data_cfg,
+        }
+    )
+    check_model_fits_data(run_cfg, ckpt_path=str(cfg.ckpt_path))
+    if cfg.get("data") is not None:
+        warn_if_signals_differ(cfg.data, stored.data)
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
+    """Test the checkpoint on the configured data and write ``test_metrics.json`` and plots."""
+    check_overrides(cfg)
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "ckpt_path is required: python -m ecg_lab.eval ckpt_path=outputs/.../checkpoints/last.ckpt"
+        )
+    apply_threads(cfg.get("threads"))
+    ckpt, stored = load_checkpoint(cfg.ckpt_path)
+    data_cfg = data_config(cfg, stored)
+    check_fits_checkpoint(cfg, stored, data_cfg)
+    model = model_from_loaded(ckpt, stored, cfg.get("model"), cfg.get("loss"))
     datamodule = hydra.utils.instantiate(data_cfg)
     if hasattr(model, "classes") and tuple(datamodule.classes) != tuple(model.classes):
-        raise ValueError(
-            f"data.classes {list(datamodule.classes)} differ from the checkpoint's {list(model.classes)}"
+        raise ConfigError(
+            f"data.classes={list(datamodule.classes)} differ from the checkpoint's {list(model.classes)}; "
+            "evaluate on data with the classes it was trained on"
         )
     own_split(datamodule, ckpt, cfg.ckpt_path, data_cfg)
     datamodule.prepare_data()
@@ -91,6 +114,7 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@one_line_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

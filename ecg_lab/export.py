@@ -1,5 +1,6 @@
-"""Export a checkpoint for an edge device: ``python -m ecg_lab.export ckpt_path=X [out_dir=DIR]`` (or
-``make pi-export CKPT=X``). What the folder holds: :mod:`ecg_lab.edge.export`.
+"""Export a checkpoint for an edge device: ``python -m ecg_lab.export ckpt_path=X [out_dir=DIR]
+[overwrite=true] [threads=N]`` (or ``make pi-export CKPT=X``). What the folder holds and how it is
+written: :mod:`ecg_lab.edge.export`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from ecg_lab.app.checkpoints import model_from_checkpoint  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
-from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.edge.export import export_model  # noqa: E402
@@ -29,15 +30,19 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def export(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Write the export folder of ``cfg.ckpt_path``; returns its config."""
+    apply_threads(cfg.get("threads"))
     model, stored = model_from_checkpoint(cfg.ckpt_path)
     name = cfg.get("name") or stored.get("model_name") or type(model.net).__name__.lower()
     out = Path(cfg.get("out_dir") or outputs.dir / "export")
-    config = export_model(model, stored, out, name, source_checkpoint=cfg.ckpt_path)
+    config = export_model(
+        model, stored, out, name, source_checkpoint=cfg.ckpt_path, overwrite=bool(cfg.get("overwrite"))
+    )
     log.info("export of %s written to %s", cfg.ckpt_path, out)
     return config
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@one_line_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
     export(cfg)
 

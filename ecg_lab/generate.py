@@ -20,12 +20,14 @@ import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from ecg_lab.app.checkpoints import model_from_checkpoint  # noqa: E402
+from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded  # noqa: E402
+from ecg_lab.app.checks import check_overrides, task_of  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
-from ecg_lab.app.environment import set_up_app  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.edge.runtime import write_csv  # noqa: E402
+from ecg_lab.errors import ConfigError  # noqa: E402
 from ecg_lab.generation.figures import plot_signal_grid  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -34,14 +36,17 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def generate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Decode ``cfg.n`` latent vectors of the checkpoint's VAE into files in the run folder."""
+    check_overrides(cfg)
     if int(cfg.n) < 1:
-        raise ValueError(f"n={cfg.n} must be at least 1")
-    model, stored = model_from_checkpoint(cfg.ckpt_path)
-    if not hasattr(model, "generate"):
-        raise ValueError(
-            f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__} "
+        raise ConfigError(f"n={cfg.n} must be at least 1; e.g. n=16")
+    apply_threads(cfg.get("threads"))
+    ckpt, stored = load_checkpoint(cfg.ckpt_path)
+    if task_of(stored.model) != "generation":
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} holds a {stored.model.get('_target_', '?').rsplit('.', 1)[-1]} "
             f"(model={stored.get('model_name')}), not a generative model; train one with experiment=lstm_vae"
         )
+    model = model_from_loaded(ckpt, stored)
     model.to(cfg.device)
     signals = model.generate(int(cfg.n), seed=int(cfg.seed))
     out = outputs.dir
@@ -64,6 +69,7 @@ def generate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
+@one_line_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
     generate(cfg)
 

@@ -10,6 +10,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ecg_lab.app.environment import apply_threads
+from ecg_lab.errors import ConfigError
 from ecg_lab.sweeps.results import COMPLETED, IGNORED_KEYS, find_runs, write_report
 
 
@@ -29,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--ignore", action="append", default=[], help="further override key (glob) left out of grouping"
     )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (like threads=N in the other apps)")
     args = p.parse_args(argv)
+    try:
+        apply_threads(args.threads)
+    except ConfigError as err:
+        p.error(str(err))
     runs = find_runs(args.dirs, (*IGNORED_KEYS, *args.ignore))
     paths = write_report(runs, args.out or args.dirs[0], args.metric_key, args.sort, args.curve)
     print(paths["markdown"].read_text())

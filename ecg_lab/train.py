@@ -17,11 +17,11 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from ecg_lab.app.checkpoints import stored_manifest  # noqa: E402
-from ecg_lab.app.checks import check_task_config  # noqa: E402
+from ecg_lab.app.checkpoints import read_checkpoint, stored_manifest  # noqa: E402
+from ecg_lab.app.checks import check_overrides, check_task_config  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list, ranks_start_in_this_job, to_container  # noqa: E402
-from ecg_lab.app.environment import set_up_app  # noqa: E402
-from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.outputs import KILLED, RunOutputs, read_status  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -38,24 +38,46 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 
 def resume_split(datamodule: pl.LightningDataModule, ckpt_path: str | None) -> None:
     """A resumed run keeps the split its checkpoint was trained on (unless ``data.manifest`` is set)."""
-    if not ckpt_path or not Path(ckpt_path).is_file() or getattr(datamodule, "given_manifest", None):
-        return  # a missing checkpoint is Lightning's error to report
-    manifest = stored_manifest(torch.load(ckpt_path, map_location="cpu", weights_only=True))
+    if not ckpt_path:
+        return
+    ckpt = read_checkpoint(ckpt_path)  # an unreadable file is one line naming it, before preparation
+    if getattr(datamodule, "given_manifest", None):
+        return
+    manifest = stored_manifest(ckpt)
     if manifest is not None:
         log.info("resuming on the split stored in %s (%d records)", ckpt_path, len(manifest))
         datamodule.use_manifest(manifest)
+
+
+def note_resume(outputs: RunOutputs, ckpt_path: str | None) -> None:
+    """Record in ``run_status.json`` which checkpoint this run resumes and how the run that wrote it ended
+    (killed: its process is gone)."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    earlier = read_status(run_dir) if run_dir != outputs.dir.resolve() else outputs.previous
+    if earlier and earlier.get("status") == KILLED:
+        log.warning("resuming %s: the run that wrote it was %s", ckpt_path, earlier.get("error"))
+    outputs.note(
+        resumed_from={
+            "checkpoint": str(Path(ckpt_path).resolve()),
+            "run_dir": str(run_dir),
+            "status": (earlier or {}).get("status"),
+        }
+    )
 
 
 @task_wrapper
 def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Fit, then test the best checkpoint; the run folder gets the split, the test metrics and figures;
     returns the metrics."""
+    check_overrides(cfg)
     t0 = time.perf_counter()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    apply_threads(cfg.get("threads"))
     torch.set_flush_denormal(True)  # denormal gradients slow CPU LSTM backward passes several-fold
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
+    note_resume(outputs, cfg.get("ckpt_path"))
     resume_split(datamodule, cfg.get("ckpt_path"))
     datamodule.prepare_data()  # generate/preprocess before loggers start (wandb must not be forked)
     datamodule.setup("fit")  # the split, written before training starts
@@ -99,6 +121,7 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@one_line_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric") or "")

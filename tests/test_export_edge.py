@@ -65,6 +65,8 @@ def test_export_folder_holds_weights_config_onnx_runtime_and_readme(exports) -> 
         assert config["format"] == edge.FORMAT and config["ecg_lab_version"] == ecg_lab.__version__
         assert config["source_checkpoint"] == "last.ckpt"
         assert Path(config["source_checkpoint_path"]) == exports[name][0].resolve()
+        assert config["source_checkpoint_sha256"] == edge.sha256_file(exports[name][0])
+        assert sorted(config["sha256"]["files"]) == sorted([f"{name}_weights.pth", *onnx[name]])
         requirements = [ln for ln in (folder / "requirements.txt").read_text().splitlines() if ln[:1] != "#"]
         assert requirements == edge_requirements() and any(r.startswith("onnxruntime") for r in requirements)
         assert config["weights"] == f"{name}_weights.pth" and config["fs"] > 0
@@ -213,7 +215,7 @@ def test_edge_classifies_a_recording_without_the_training_stack(
     result = json.loads(run_edge(folder, *argv, blocked=blocked).stdout)
     assert result["class"] in ("N", "A", "O", "~") and result["windows"] >= 1
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
-    expected = edge.classify(edge.EdgeModel(folder, "torch"), edge.read_signal(record))
+    expected = edge.classify(edge.EdgeModel(folder, "torch"), *edge.read_recording(record))
     assert result["class"] == expected["class"]
     for cls, p in expected["probabilities"].items():
         assert result["probabilities"][cls] == pytest.approx(p, abs=2e-4)
@@ -231,12 +233,13 @@ def test_edge_windows_match_the_training_pipeline(exports, cache_dir: Path) -> N
     prep = Preprocessing(**config["preprocess"])
     x = prep.apply(record)
     want = np.stack([x[s : s + prep.window] for s in prep.starts(x.size)])
-    np.testing.assert_array_equal(edge.windows_of(config, edge.read_signal(record_path)), want)
+    np.testing.assert_array_equal(edge.windows_of(config, *edge.read_recording(record_path)), want)
 
 
 def test_edge_reads_a_csv_recording(exports, cache_dir: Path, tmp_path: Path) -> None:
     record = next((cache_dir / "synthetic").glob("*/training2017/*.mat"))
-    signal = edge.read_signal(record)
+    signal, fs = edge.read_recording(record)
+    assert fs == 300  # from the .hea beside the .mat
     csv = tmp_path / "record.csv"
     np.savetxt(
         csv,
@@ -245,9 +248,11 @@ def test_edge_reads_a_csv_recording(exports, cache_dir: Path, tmp_path: Path) ->
         header="t,mV",
         comments="",
     )
-    np.testing.assert_allclose(edge.read_signal(csv), signal, atol=1e-6)
+    from_csv, stated = edge.read_recording(csv)
+    np.testing.assert_allclose(from_csv, signal, atol=1e-6)
+    assert stated is None  # a CSV states no rate: the runtime assumes the export's (or --fs)
     model = edge.EdgeModel(exports["cnn_lstm"][1])
-    assert edge.classify(model, edge.read_signal(csv)) == edge.classify(model, signal)
+    assert edge.classify(model, from_csv) == edge.classify(model, signal)
 
 
 def test_the_blocker_would_catch_an_import(exports) -> None:
@@ -274,8 +279,14 @@ def test_edge_errors_name_the_problem(exports, tmp_path: Path, capsys: pytest.Ca
         edge.main(["generate", "--export", str(exports["cnn_lstm"][1]), "--out", str(tmp_path / "x.csv")])
     assert "holds a classification model; `generate` needs a generation export" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+    with pytest.raises(SystemExit):  # a VAE export, --out a folder: one line, not IsADirectoryError
+        edge.main(["generate", "--export", str(exports["lstm_vae"][1]), "--out", str(tmp_path)])
+    assert capsys.readouterr().err.splitlines() == [
+        f"python -m ecg_lab.edge generate: error: --out {tmp_path}: is a folder; "
+        f"give a file name, e.g. --out {tmp_path / 'synth.csv'}"
+    ]
     with pytest.raises(FileNotFoundError, match="no such recording"):
-        edge.read_signal(tmp_path / "missing.mat")
+        edge.read_recording(tmp_path / "missing.mat")
     with pytest.raises(ValueError, match="backend"):
         edge.EdgeModel(exports["cnn_lstm"][1], "tflite")
     partial = tmp_path / "partial"

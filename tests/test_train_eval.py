@@ -132,7 +132,9 @@ def test_resume_continues_where_it_stopped(trained: Path, train_cfg, tmp_path: P
     )
     train(cfg)
     history = (tmp_path / "resumed" / "metrics_history.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["2"]  # only the third epoch ran
+    # only the third epoch ran; the first two rows came along in the checkpoint
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+    assert history[1:3] == (trained / "metrics_history.csv").read_text().splitlines()[1:3]
     ckpt = torch.load(
         tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ecg_lab.data.splits import SplitManifest
+from ecg_lab.errors import ConfigError, MissingFileError, first_line
 
 
 class CarriesRun:
@@ -37,15 +39,54 @@ class CarriesRun:
         }
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
-    """The checkpoint and the run config stored in it."""
+#: why torch could not load a file that is not the zip archive ``torch.save`` writes
+NOT_A_TORCH_FILE = "not the zip archive torch.save writes: truncated, damaged or another kind of file"
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` (config key ``ckpt_path``) as a file; MissingFileError or ConfigError when it is none."""
     path = Path(path)
+    if path.is_dir():
+        inside = next(path.glob("checkpoints/*.ckpt"), None) or next(path.glob("*.ckpt"), None)
+        example = inside or path / "checkpoints" / "last.ckpt"
+        raise ConfigError(
+            f"ckpt_path={path} is a directory, not a readable checkpoint; give a .ckpt file, e.g. {example}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"ckpt_path={path}: no such checkpoint file; check the path")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded on the CPU with ``weights_only``; ConfigError, naming the path,
+    for a file that is not a readable checkpoint (corrupt, truncated, some other kind of file)."""
+    path = checkpoint_file(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
+        reason = first_line(err) if zipfile.is_zipfile(path) else NOT_A_TORCH_FILE
+        raise ConfigError(
+            f"ckpt_path={path} is not a readable checkpoint ({reason}); give a .ckpt written by "
+            "python -m ecg_lab.train, e.g. outputs/<run>/checkpoints/last.ckpt"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(
+            f"ckpt_path={path} is not a readable checkpoint (it holds a {type(ckpt).__name__} without a "
+            "state_dict); give a .ckpt written by python -m ecg_lab.train"
+        )
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
+    """The checkpoint and the run config stored in it; one clear error for a missing, unreadable or
+    foreign file (see :func:`read_checkpoint`)."""
+    ckpt = read_checkpoint(path)
     stored = (ckpt.get("ecg_lab") or {}).get("config")
     if not stored:
-        raise ValueError(f"{path} holds no ecg_lab config; it was not written by `python -m ecg_lab.train`")
+        raise ConfigError(
+            f"ckpt_path={path} holds no ecg_lab config; it was not written by `python -m ecg_lab.train`, "
+            "so its model cannot be rebuilt; give a checkpoint from an ecg_lab run folder"
+        )
     return ckpt, OmegaConf.create(stored)
 
 

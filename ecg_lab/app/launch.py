@@ -35,3 +35,7 @@ def export() -> Any:
 
 def report() -> Any:
     return _run("report")
+
+
+def check_backend() -> Any:
+    return _run("check_backend")

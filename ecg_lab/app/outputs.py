@@ -1,10 +1,11 @@
 """The one writer of a run folder.
 
 :class:`RunOutputs` writes everything a run leaves behind: ``run_status.json`` (running → completed |
-failed), the split manifest (``split.csv``), ``skipped_records.csv``, ``class_weights.json``,
-``test_metrics.json`` and the task's test figures. A task provides its part through two small
-interfaces: its datamodule is a :class:`RunData` and its LightningModule a :class:`TestReporter`. A
-new task implements those two and nothing else of the run machinery. Only rank zero writes.
+failed; a running one whose process is gone reads as killed, :func:`read_status`), the split manifest
+(``split.csv``), ``skipped_records.csv``, ``class_weights.json``, ``test_metrics.json`` and the task's
+test figures. A task provides its part through two small interfaces: its datamodule is a
+:class:`RunData` and its LightningModule a :class:`TestReporter`. A new task implements those two and
+nothing else of the run machinery. Only rank zero writes.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import csv
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ecg_lab.errors import UserError
 
 if TYPE_CHECKING:
     from ecg_lab.data.records import SkippedRecord
@@ -61,6 +66,42 @@ class RunData(Protocol):
     skipped: list[SkippedRecord]
 
 
+RUNNING, COMPLETED, FAILED, KILLED = "running", "completed", "failed", "killed"
+
+
+def process_alive(pid: Any, host: Any) -> bool | None:
+    """Whether process ``pid`` on ``host`` still runs (None: unknown, another host or no pid)."""
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run folder's ``run_status.json`` with ``status`` ``killed`` where it says running but its
+    process is gone (None without a readable file)."""
+    path = Path(run_dir) / "run_status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(status, dict):
+        return None
+    if status.get("status") == RUNNING and process_alive(status.get("pid"), status.get("host")) is False:
+        status["status"] = KILLED
+        status["error"] = f"killed: process {status['pid']} is gone (started {status.get('started', '?')})"
+    return status
+
+
+class RunFolderInUseError(UserError, RuntimeError):
+    """Another live process runs in this run folder."""
+
+
 class RunOutputs:
     """Writes the files of one run folder; ``enabled=False`` (DDP ranks 1..n) writes nothing."""
 
@@ -69,6 +110,7 @@ class RunOutputs:
         self.enabled = enabled
         self._t0 = time.perf_counter()
         self._status: dict[str, Any] = {}
+        self.previous: dict[str, Any] | None = None  # run_status.json of an earlier run in this folder
 
     def json(self, name: str, payload: dict[str, Any]) -> Path:
         """``name`` in the run folder, written atomically."""
@@ -79,10 +121,21 @@ class RunOutputs:
 
     # -- run_status.json ---------------------------------------------------------------------
     def started(self, task_name: str | None, overrides: Sequence[str]) -> None:
-        """``run_status.json``: running."""
+        """``run_status.json``: running, with this process's id; the status of an earlier run in the
+        same folder (e.g. killed, before a resume) is kept under ``previous``. Refuses a folder another
+        live process is running in."""
         self._t0 = time.perf_counter()
+        self.previous = previous = read_status(self.dir) if self.enabled else None
+        if previous and previous.get("status") == RUNNING and previous.get("pid") != os.getpid():
+            if process_alive(previous.get("pid"), previous.get("host")):
+                raise RunFolderInUseError(
+                    f"{self.dir / 'run_status.json'}: process {previous['pid']} is still running in this "
+                    "folder; wait for it to end, or choose another hydra.run.dir"
+                )
+        if previous and previous.get("status") == KILLED:
+            log.warning("the earlier run in %s was %s", self.dir, previous["error"])
         self._status = {
-            "status": "running",
+            "status": RUNNING,
             "error": None,
             "task_name": task_name,
             "overrides": list(overrides),
@@ -90,14 +143,23 @@ class RunOutputs:
             "ended": None,
             "wall_time_s": None,
             "output_dir": str(self.dir.resolve()),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
         }
+        if previous:
+            self._status["previous"] = {k: previous.get(k) for k in ("status", "error", "started", "ended")}
+        self.json("run_status.json", self._status)
+
+    def note(self, **fields: Any) -> None:
+        """Add ``fields`` to ``run_status.json`` (e.g. what a resumed run resumed from)."""
+        self._status.update(fields)
         self.json("run_status.json", self._status)
 
     def ended(self, error: BaseException | None = None) -> float:
         """``run_status.json``: completed, or failed with the error; returns the wall time in seconds."""
         elapsed = time.perf_counter() - self._t0
         self._status.update(
-            status="failed" if error is not None else "completed",
+            status=FAILED if error is not None else COMPLETED,
             error=None if error is None else f"{type(error).__name__}: {error}",
             ended=dt.datetime.now().isoformat(timespec="seconds"),
             wall_time_s=round(elapsed, 2),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from ecg_lab.app.config import task_overrides
 from ecg_lab.app.environment import quiet_known_noise
 from ecg_lab.app.outputs import RunOutputs
-from ecg_lab.data.records import BadRecordError, DatasetNotFoundError
+from ecg_lab.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def task_wrapper(
         error: BaseException | None = None
         try:
             return task(cfg, outputs)
-        except (DatasetNotFoundError, BadRecordError) as err:  # bad input: the message says it all
+        except UserError as err:  # bad input: the message says it all
             error = err
             log.error("task %s failed: %s", name, err)
             raise

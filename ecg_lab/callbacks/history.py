@@ -42,8 +42,17 @@ class MetricsHistory(Callback):
         self.rows: list[dict[str, float]] = []
         self._batches = 0
 
+    def state_dict(self) -> dict[str, list[dict[str, float]]]:
+        """The rows so far ride in every checkpoint, so a resumed run keeps its earlier epochs."""
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._batches = 0
+        # rows of epochs from this one on came from an interrupted run (a checkpoint of an earlier epoch)
+        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         self._batches += 1

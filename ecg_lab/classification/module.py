@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ecg_lab.app.checkpoints import CarriesRun
+from ecg_lab.app.distributed import EpochMeans, gather_rows
 from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
 from ecg_lab.classification.figures import plot_confusion_matrix
@@ -52,6 +53,7 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.train_metrics = window_metrics(k, full=False).clone(prefix="train/")
         self.val_metrics = window_metrics(k).clone(prefix="val/")
         self.test_metrics = window_metrics(k).clone(prefix="test/")
+        self.eval_losses = nn.ModuleDict({stage: EpochMeans(["loss"]) for stage in ("val", "test")})
         self._outputs: dict[str, list[torch.Tensor]] = {}
         self._test_metrics: dict[str, Any] = {}
 
@@ -74,6 +76,11 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
                 )
 
     # -- steps -------------------------------------------------------------------------------
+    def batch_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The loss of one batch, as training computes it (what the backend check differentiates)."""
+        x, y, _ = batch
+        return self.loss(self(x), y)
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
         logits = self(x)
@@ -86,15 +93,7 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, ...]) -> None:
         x, y, rec = batch
         logits = self(x)
-        self.log(
-            f"{stage}/loss",
-            self.loss(logits, y),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=True,
-        )
+        self.eval_losses[stage].log(self, stage, {"loss": self.loss(logits, y)}, len(y), prog_bar=["loss"])
         probs = torch.softmax(logits.float(), dim=1)
         getattr(self, f"{stage}_metrics").update(probs, y)
         self._outputs.setdefault(stage, []).append(
@@ -127,11 +126,12 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         return results
 
     def _recording_scores(self, stage: str) -> dict[str, Any]:
-        """Recording prediction = mean of its windows' probabilities; the Challenge's F1 over them."""
+        """Recording prediction = mean of its windows' probabilities; the Challenge's F1 over them (the
+        windows of every rank, each once: the val/test samplers do not pad)."""
         chunks = self._outputs.pop(stage, [])
         if not chunks:
             return {}
-        out = self.all_gather(torch.cat(chunks)).reshape(-1, len(self.classes) + 2)
+        out = gather_rows(torch.cat(chunks))
         k = len(self.classes)
         rec_probs, rec_targets = record_probabilities(out[:, :k], out[:, k].long(), out[:, k + 1].long())
         cm = confusion_matrix(rec_targets.cpu().numpy(), rec_probs.argmax(1).cpu().numpy(), k)

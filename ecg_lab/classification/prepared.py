@@ -1,8 +1,9 @@
 """Records preprocessed once and cached on disk: one float32 array of all signals plus an index.
 
-Through the shared cache (:mod:`ecg_lab.data.cache`), keyed by the record files (names, sizes,
-modification times), the REFERENCE.csv content and the preprocessing config, so a change to any of
-them prepares afresh. The signals file is memory-mapped on load: windows are cut lazily.
+Through the shared cache (:mod:`ecg_lab.data.cache`), keyed by the record files (names and content),
+the REFERENCE.csv content and the preprocessing config, so a change to any of them prepares afresh.
+The signals file is memory-mapped on load: windows are cut lazily; an entry whose index does not fit
+its signals, or whose signals hold NaN or infinity, is treated as damaged and prepared again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecg_lab.data.cache import cached, file_stats
+from ecg_lab.data.cache import CorruptEntryError, cached, check_finite, files_digest, load_arrays
 from ecg_lab.data.physionet2017 import CLASSES, iter_reference, read_record
 from ecg_lab.data.records import BadRecordError, SkippedRecord, check_on_bad_record, skip_or_raise
 from ecg_lab.edge.preprocess import Preprocessing
@@ -49,28 +50,44 @@ class PreparedRecords:
 
 
 def cache_key(record_dir: Path, rows: Sequence[tuple[str, str]], extra: dict) -> dict:
-    """What an entry is made from: the record files' names, sizes and mtimes, REFERENCE.csv and
-    ``extra`` (the config)."""
+    """What an entry is made from: the record files' names and content, REFERENCE.csv and ``extra``
+    (the config)."""
     paths = [record_dir / f"{record_id}{ext}" for record_id, _ in rows for ext in (".mat", ".hea")]
     return {
         "kind": "prepared",
         "format": CACHE_FORMAT,
         **extra,
         "reference": hashlib.sha256((record_dir / "REFERENCE.csv").read_bytes()).hexdigest(),
-        "files": file_stats(paths),
+        "files": files_digest(paths),
     }
 
 
+def _check_index(index: dict[str, np.ndarray], n_samples: int, n_classes: int) -> None:
+    """Raise CorruptEntryError unless the index describes ``n_samples`` signal samples (vectorised)."""
+    lengths, offsets, labels = index["lengths"], index["offsets"], index["labels"]
+    n = len(index["ids"])
+    fits = (
+        len(lengths) == len(offsets) == len(labels) == n > 0
+        and int(lengths.sum()) == n_samples
+        and np.array_equal(offsets[1:], np.cumsum(lengths)[:-1])
+        and offsets[0] == 0
+        and labels.min() >= 0
+        and labels.max() < n_classes
+    )
+    if not fits:
+        raise CorruptEntryError(f"index.npz does not describe the {n_samples} samples of {SIGNALS_FILE}")
+
+
 def _load(path: Path, info: dict) -> PreparedRecords:
-    meta = np.load(path / "index.npz", allow_pickle=False)
-    n = int(info["n_samples"])
+    index = load_arrays(path / "index.npz", ("ids", "labels", "offsets", "lengths"))
+    n, classes = int(info["n_samples"]), tuple(info["classes"])
+    _check_index(index, n, len(classes))
+    signals = np.memmap(path / SIGNALS_FILE, dtype="<f4", mode="r", shape=(n,))
+    check_finite(SIGNALS_FILE, signals)
     return PreparedRecords(
-        ids=meta["ids"],
-        labels=meta["labels"],
-        offsets=meta["offsets"],
-        lengths=meta["lengths"],
-        signals=np.memmap(path / SIGNALS_FILE, dtype="<f4", mode="r", shape=(n,)),
-        classes=tuple(info["classes"]),
+        **index,
+        signals=signals,
+        classes=classes,
         fs=info["fs"],
         skipped=[SkippedRecord(**s) for s in info["skipped"]],
         cache_path=path,

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset
+import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ecg_lab.data.records import SkippedRecord
+from ecg_lab.data.sampling import EpochShuffle
 from ecg_lab.data.splits import SplitManifest
+from ecg_lab.errors import ConfigError
 
 
 class SplitLoaders:
@@ -49,6 +53,23 @@ class SplitLoaders:
             raise RuntimeError("use_manifest() must come before setup()")
         self.given_manifest = manifest
 
+    def _unpadded_sampler(self, part: str) -> Sampler | None:
+        """Under DDP, the ``part`` windows shared out between the ranks without padding, so val/test metrics
+        count each window once (Lightning's DistributedSampler repeats windows to even the ranks out);
+        None outside DDP. Ranks may run one batch apart: the eval steps hold no collective operation but
+        DDP's buffer broadcast in the first batch, which every rank runs."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+        if not kwargs or kwargs.get("num_replicas", 1) < 2:
+            return None
+        n, ranks = len(self.datasets[part]), kwargs["num_replicas"]  # type: ignore[arg-type]
+        if n < ranks:
+            raise ConfigError(
+                f"data {self.name}: {n} {part} windows for {ranks} DDP ranks, and every rank needs one; "
+                "use fewer trainer.devices or give the split more records (data.split_fractions)"
+            )
+        return UnrepeatedDistributedSampler(self.datasets[part], shuffle=False, **kwargs)
+
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         self.setup()  # type: ignore[attr-defined]
         if len(self.datasets[part]) == 0:  # type: ignore[arg-type]
@@ -56,10 +77,17 @@ class SplitLoaders:
                 f"data {self.name}: no {part} windows; check the split settings (data.split_fractions, "
                 "data.folds, the sources' folds) and data.window"
             )
+        dataset = self.datasets[part]
+        # training order from (seed, epoch); the loader's own generator draws the worker seeds, so
+        # neither touches torch's global generator (resumed runs repeat uninterrupted ones)
+        seed = torch.initial_seed() % 2**63  # an unseeded process's is a 64-bit unsigned number
         return DataLoader(
-            self.datasets[part],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=(  # type: ignore[arg-type]
+                EpochShuffle(len(dataset), seed) if shuffle else self._unpadded_sampler(part)
+            ),
+            generator=torch.Generator().manual_seed(seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -6,6 +6,8 @@ rate, the sample count, the gain (counts per mV) and the baseline.
 
 from __future__ import annotations
 
+import codecs
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from ecg_lab.data.records import (
     skip_or_raise,
 )
 
+log = logging.getLogger(__name__)
 CLASSES: tuple[str, ...] = ("N", "A", "O", "~")
 SOURCE = "physionet2017"  # the source name in split manifests
 DOWNLOAD_HINT = (
@@ -53,11 +56,56 @@ def find_record_dir(root: Path | str) -> Path:
     )
 
 
+def decode_reference(path: Path, data: bytes) -> str:
+    """The text of ``REFERENCE.csv``: UTF-8 (a byte-order mark is dropped) or UTF-16 with its BOM
+    (as Excel and Notepad save it); anything else is refused with what to do."""
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise BadRecordError(path, f"is neither UTF-8 nor UTF-16 text ({err}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise BadRecordError(
+            path, "holds NUL characters (UTF-16 or UTF-32 without a byte-order mark?); save it as UTF-8"
+        )
+    return text
+
+
+def check_record_id(path: Path, lineno: int, line: str, record_id: str) -> None:
+    """Raise BadRecordError unless ``record_id`` is a plain file name (no folder, drive or absolute path),
+    so every record is read from inside the folder of ``REFERENCE.csv`` and covered by the cache key."""
+    if record_id in {"", ".", ".."} or any(c in record_id for c in "/\\:") or not record_id.isprintable():
+        raise BadRecordError(
+            path,
+            f"line {lineno} {line!r}: record id {record_id!r} is not a plain name; record ids must be "
+            f"plain names of files inside {path.parent} (no folders, no absolute paths)",
+        )
+
+
+def _warn_repeats(path: Path, repeats: dict[str, list[int]], shown: int = 5) -> None:
+    """One warning line for every record listed more than once with the same label."""
+    listed = [f"{r} (lines {', '.join(map(str, lines))})" for r, lines in list(repeats.items())[:shown]]
+    more = f" and {len(repeats) - shown} more" if len(repeats) > shown else ""
+    log.warning(
+        "%s: %d record(s) listed more than once with the same label, each counted once: %s%s",
+        path,
+        len(repeats),
+        "; ".join(listed),
+        more,
+    )
+
+
 def read_reference(path: Path) -> list[tuple[str, str]]:
-    """Read ``REFERENCE.csv`` rows ``(record_id, label)``; a header line and CRLF endings are accepted."""
-    rows: list[tuple[str, str]] = []
-    text = path.read_text(encoding="utf-8-sig")
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    """Read ``REFERENCE.csv`` rows ``(record_id, label)``, one per record.
+
+    A header line, CRLF endings and UTF-8 or UTF-16 byte-order marks are accepted. A record listed
+    again with the same label is counted once (one warning for the file); with another label, or a
+    record id that is not a plain name inside the folder, the file is refused.
+    """
+    rows: dict[str, str] = {}
+    first: dict[str, tuple[int, str]] = {}  # record → (line number, line) where it was first listed
+    repeats: dict[str, list[int]] = {}
+    for lineno, raw in enumerate(decode_reference(path, path.read_bytes()).splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -66,10 +114,24 @@ def read_reference(path: Path) -> list[tuple[str, str]]:
             raise BadRecordError(path, f"line {lineno} {line!r} is not 'record,label'")
         if lineno == 1 and parts[0].lower() in {"record", "recording", "name", "id"}:
             continue  # header line
-        rows.append((parts[0], parts[1]))
+        record_id, label = parts[0], parts[1]
+        check_record_id(path, lineno, line, record_id)
+        if record_id not in rows:
+            rows[record_id], first[record_id] = label, (lineno, line)
+            continue
+        first_lineno, first_line = first[record_id]
+        if label != rows[record_id]:
+            raise BadRecordError(
+                path,
+                f"record {record_id} has two labels: line {first_lineno} {first_line!r} and line {lineno} "
+                f"{line!r}; keep the right row and delete the other",
+            )
+        repeats.setdefault(record_id, [first_lineno]).append(lineno)
     if not rows:
         raise BadRecordError(path, "holds no records")
-    return rows
+    if repeats:
+        _warn_repeats(path, repeats)
+    return list(rows.items())
 
 
 def read_header(path: Path) -> Header:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ecg_lab.errors import UserError
+
 log = logging.getLogger(__name__)
 ON_BAD_RECORD = ("raise", "skip")
 
@@ -23,7 +25,7 @@ class Record:
     path: str = ""
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset folder is missing; the message says where we looked and how to get it."""
 
     def __init__(self, looked_in: Path, how_to_get: str) -> None:
@@ -31,7 +33,7 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__(f"No dataset found at {self.looked_in}. {how_to_get}")
 
 
-class BadRecordError(ValueError):
+class BadRecordError(UserError, ValueError):
     """A record that cannot be used: the message names the file and the problem."""
 
     def __init__(self, path: Path | str, problem: str, record_id: str | None = None) -> None:

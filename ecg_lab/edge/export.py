@@ -3,15 +3,22 @@
 
 Writes into the export folder ``<name>_weights.pth`` (the bare network's ``state_dict``),
 ``<name>_config.json`` (what :mod:`ecg_lab.edge` needs to rebuild and feed it: architecture and
-hyperparameters, task, classes, sampling rate, window, preprocessing), ``<name>.onnx`` (classifier:
-window → logits; VAE: decoder z → ECG, plus ``<name>_encoder.onnx``: window → mu, logvar), the
-edge package with every ecg_lab module it imports (``ecg_lab/``, found by following its import
-statements from ``ecg_lab/edge/__main__.py``) and a README.
+hyperparameters, task, classes, sampling rate, window, preprocessing; the source checkpoint and its
+SHA-256; the SHA-256 of itself and of each weights file), ``<name>.onnx`` (classifier: window →
+logits; VAE: decoder z → ECG, plus ``<name>_encoder.onnx``: window → mu, logvar), the edge package
+with every ecg_lab module it imports (``ecg_lab/``, found by following its import statements from
+``ecg_lab/edge/__main__.py``) and a README.
+
+The folder is written next to the target under a temporary name, checked (ONNX Runtime against
+torch, then read back as the runtime reads it) and only then renamed into place, so a failed or
+interrupted export leaves the previous one as it was. An existing export is replaced only by an
+export of the same checkpoint, or with ``overwrite``.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 import shutil
@@ -26,6 +33,7 @@ from torch import nn
 
 import ecg_lab
 from ecg_lab.app.outputs import write_json
+from ecg_lab.data.cache import make_build_dir, remove_stale_builds
 from ecg_lab.edge import runtime
 from ecg_lab.edge.runtime import ARCHITECTURES, FORMAT, ONNX_NAMES
 
@@ -40,6 +48,9 @@ README = """# {name}: an ecg_lab export
 - {onnx_list}
 - `ecg_lab/`: the runtime (`python -m ecg_lab.edge`): the edge package and the modules it imports
 - `requirements.txt`: what the device needs (ecg_lab's `edge` extra)
+
+`{config}` records the SHA-256 of itself and of each weights file; the runtime refuses a file that
+does not match (export the checkpoint again rather than edit or mix these files).
 
 Exported by ecg_lab {ecg_lab_version} (format {format}){source}. Run it from this folder:
 
@@ -107,8 +118,14 @@ def write_onnx(
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
     program.save(path, external_data=False)
+    return check_onnx(module, example, names[0][0], path)
+
+
+def check_onnx(module: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> float:
+    """ONNX Runtime on ``path`` against torch on another batch size (3); returns the largest absolute
+    difference, raises RuntimeError beyond ``ONNX_ATOL``."""
     x = torch.randn(3, *example.shape[1:], generator=torch.Generator().manual_seed(0))
-    got = runtime.onnx_session(path, threads=1).run(None, {names[0][0]: x.numpy()})
+    got = runtime.onnx_session(path, threads=1).run(None, {input_name: x.numpy()})
     with torch.no_grad():
         want = module(x)
     want = want if isinstance(want, tuple) else (want,)
@@ -212,29 +229,117 @@ def copy_runtime(out: Path) -> list[str]:
     return files
 
 
-def export_model(
-    model: Any, stored: DictConfig, out: Path, name: str, source_checkpoint: str | Path | None = None
-) -> dict[str, Any]:
-    """Write the export folder of a LightningModule and the config it was built from; returns the
-    export's config (which names ``source_checkpoint``, when given)."""
-    others = [p.name for p in out.glob("*_config.json") if p.name != f"{name}_config.json"]
-    if others:
+def source_of(checkpoint: str | Path | None) -> dict[str, str]:
+    """The config keys naming the checkpoint an export comes from: file name, absolute path, SHA-256."""
+    if checkpoint is None:
+        return {}
+    path = Path(checkpoint)
+    return {
+        "source_checkpoint": path.name,
+        "source_checkpoint_path": str(path.resolve()),
+        "source_checkpoint_sha256": runtime.sha256_file(path),
+    }
+
+
+def _held_exports(out: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The export configs in ``out``; FileExistsError when it holds other files and no export."""
+    held = []
+    for path in sorted(out.glob("*_config.json")):
+        try:
+            config = json.loads(path.read_text())
+        except ValueError:
+            config = None
+        if isinstance(config, dict) and "format" in config:
+            held.append((path, config))
+    if not held and any(out.iterdir()):
         raise FileExistsError(
-            f"{out} already holds another export ({', '.join(others)}); give an empty folder with out_dir=DIR"
+            f"out_dir={out} holds files that are not an ecg_lab export; give a new or empty folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    config = edge_config(model, stored, name, f"{name}_weights.pth")
-    if source_checkpoint is not None:
-        config["source_checkpoint"] = Path(source_checkpoint).name
-        config["source_checkpoint_path"] = str(Path(source_checkpoint).resolve())
+    return held
+
+
+def _same_source(held: dict[str, Any], source: dict[str, str]) -> bool:
+    """Whether an export's recorded checkpoint is ``source`` (by SHA-256; by path for exports before
+    format 3, which do not record it)."""
+    if not source:
+        return False
+    if "source_checkpoint_sha256" in held:
+        return held["source_checkpoint_sha256"] == source["source_checkpoint_sha256"]
+    return held.get("source_checkpoint_path") == source["source_checkpoint_path"]
+
+
+def check_target(out: Path, source: dict[str, str], overwrite: bool = False) -> None:
+    """Refuse an ``out`` that is a file, holds files that are not an export, or holds an export of
+    another checkpoint (unless ``overwrite``)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"out_dir={out} is a file; give a folder")
+    held = _held_exports(out)
+    others = [(p, c) for p, c in held if not _same_source(c, source)]
+    if others and not overwrite:
+        path, config = others[0]
+        of = config.get("source_checkpoint_path") or "an unrecorded checkpoint"
+        raise FileExistsError(
+            f"{out} already holds another export ({path.name}, of {of}); pass overwrite=true to replace it, "
+            "or give another folder with out_dir=DIR"
+        )
+
+
+def move_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished export ``staging`` to ``out``; a previous ``out`` is set aside first and
+    removed once the new one is in place (put back if the rename fails)."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = staging.with_name(staging.name + ".old")
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)
+
+
+def export_model(
+    model: Any,
+    stored: DictConfig,
+    out: Path,
+    name: str,
+    source_checkpoint: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the export folder of a LightningModule and the config it was built from, atomically (see
+    the module's docstring); returns the export's config (which names ``source_checkpoint``, when
+    given). ``out`` may hold an export of the same checkpoint; of another only with ``overwrite``."""
+    out = Path(out)
+    source = source_of(source_checkpoint)
+    check_target(out, source, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(out.parent, f".{out.name}.tmp-")  # left by exports that were killed
+    staging = make_build_dir(out.parent, out.name)
+    try:
+        config = write_export(model, stored, staging, name, source)
+        runtime.check_export(staging)
+        move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return config
+
+
+def write_export(
+    model: Any, stored: DictConfig, out: Path, name: str, source: dict[str, str]
+) -> dict[str, Any]:
+    """Write the files of the export into the folder ``out``; returns the export's config."""
+    config = edge_config(model, stored, name, f"{name}_weights.pth") | source
     net = model.net.cpu().eval()
-    onnx_files = {}
     for key, (module, example) in onnx_graphs(net, config).items():
         suffix = "_encoder" if key == "encoder" else ""
-        onnx_files[f"onnx{suffix}"] = f"{name}{suffix}.onnx"
+        config[f"onnx{suffix}"] = f"{name}{suffix}.onnx"
         diff = write_onnx(module, example, ONNX_NAMES[key], out / f"{name}{suffix}.onnx")
         log.info("%s: ONNX Runtime agrees with torch to %.2g", f"{name}{suffix}.onnx", diff)
-    config |= onnx_files
     torch.save(net.state_dict(), out / config["weights"])
     copy_runtime(out)
     requirements = edge_requirements()
@@ -242,7 +347,23 @@ def export_model(
         "# ONNX Runtime backend; add torch for --backend torch, matplotlib for --png\n"
         + "".join(f"{r}\n" for r in requirements)
     )
+    config = with_checksums(config, out)
     write_json(out / f"{name}_config.json", config)
+    write_readme(out, config)
+    return config
+
+
+def with_checksums(config: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``config`` as its JSON reads back, plus the SHA-256 of its weights files (in ``out``) and of
+    itself (:func:`ecg_lab.edge.runtime.config_checksum`)."""
+    config = json.loads(json.dumps(config, default=float))
+    files = {config[k]: runtime.sha256_file(out / config[k]) for k in runtime.WEIGHT_KEYS if k in config}
+    return config | {runtime.CHECKSUMS: {"config": runtime.config_checksum(config), "files": files}}
+
+
+def write_readme(out: Path, config: dict[str, Any]) -> None:
+    """The export's README: its files and how to run it."""
+    name = config["name"]
     if config["task"] == "generation":
         command = "generate --n 10 --out synth.csv"
         onnx_list = f"`{name}.onnx`: the decoder (z → ECG); `{name}_encoder.onnx`: window → mu, logvar"
@@ -261,4 +382,3 @@ def export_model(
             **config,
         )
     )
-    return config

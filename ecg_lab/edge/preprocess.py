@@ -1,13 +1,15 @@
-"""Preprocessing of one record: zero-phase Butterworth band-pass, per-record z-score, windowing."""
+"""Preprocessing of one record: resampling, zero-phase Butterworth band-pass, per-record z-score,
+windowing."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import butter, sosfilt, sosfilt_zi
+from scipy.signal import butter, resample_poly, sosfilt, sosfilt_zi
 
 from ecg_lab.data.records import BadRecordError, Record, check_signal
 
@@ -47,6 +49,15 @@ def butterworth(lowcut: float | None, highcut: float | None, order: int, fs: flo
     else:
         sos = butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
     return ZeroPhaseFilter.from_sos(sos)
+
+
+def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling (anti-aliased) from ``fs_in`` to ``fs_out`` (a rational approximation of
+    the ratio, denominator up to 1000); float64."""
+    if fs_in == fs_out:
+        return np.asarray(signal, dtype=np.float64)
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    return resample_poly(np.asarray(signal, dtype=np.float64), ratio.numerator, ratio.denominator)
 
 
 def window_count(n_samples: int, window: int, stride: int) -> int:

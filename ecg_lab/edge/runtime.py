@@ -2,39 +2,50 @@
 
 An export folder (``python -m ecg_lab.export`` / ``make pi-export``) holds ``<name>_weights.pth``
 (the bare network's state dict), ``<name>_config.json`` (format version, ecg_lab version, source
-checkpoint, architecture, its hyperparameters, classes, sampling rate, window, preprocessing),
-``<name>.onnx`` and a copy of this package with what it imports (``ecg_lab/``), so the folder runs on
-its own::
+checkpoint and its SHA-256, architecture, its hyperparameters, classes, sampling rate, window,
+preprocessing, and the SHA-256 of itself and of each weights file), ``<name>.onnx`` and a copy of this
+package with what it imports (``ecg_lab/``), so the folder runs on its own::
 
     python -m ecg_lab.edge generate --export DIR --n 10 --out synth.csv [--png]
-    python -m ecg_lab.edge classify --export DIR --record A00002.mat
+    python -m ecg_lab.edge classify --export DIR --record A00002.mat [--fs HZ]
+
+The runtime checks the folder before it runs it: the config's keys, the config against its recorded
+checksum, and each weights file it loads against its own; a file that does not match is named, with
+the advice to export again. A recording at another rate than the export's is resampled to it.
 
 Two backends behind one NumPy interface (:class:`EdgeModel`): ``torch`` (CPU torch + NumPy: rebuild
 the network from the JSON, ``load_state_dict`` of the weights with ``weights_only=True``, ``eval()``)
 and ``onnx`` (ONNX Runtime + NumPy; no torch at all). Classifying a recording also takes SciPy (the
-training band-pass and MATLAB files); ``--png`` takes matplotlib. Nothing here imports Lightning,
-Hydra, OmegaConf, wandb or NeuroKit2.
+training band-pass, resampling and MATLAB files); ``--png`` takes matplotlib. Nothing here imports
+Lightning, Hydra, OmegaConf, wandb or NeuroKit2.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
+import pickle
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ecg_lab.data.records import BadRecordError, Record
+
 if TYPE_CHECKING:
     from torch import nn
+
+    from ecg_lab.data.physionet2017 import Header
 
 #: the network classes an export may name
 ARCHITECTURES = ("CRNN", "LSTMVAE")
 #: the export format this version writes, and the ones its runtime reads
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 BACKENDS = ("torch", "onnx")
 #: ONNX graph inputs and outputs: classifier window → logits; VAE decoder z → ecg (encoder: window →
 #: mu, logvar)
@@ -43,8 +54,88 @@ ONNX_NAMES = {
     "generation": (["z"], ["ecg"]),
     "encoder": (["window"], ["mu", "logvar"]),
 }
+#: the config key of the checksums (``{"config": hex, "files": {file name: hex}}``), from format 3 on
+CHECKSUMS = "sha256"
+CHECKSUMS_FROM = 3
+#: keys every export's config holds, and those its task adds
+REQUIRED_KEYS = ("format", "name", "architecture", "hyperparameters", "weights", "task", "fs", "window")
+TASK_KEYS: dict[str, tuple[str, ...]] = {"classification": ("classes", "preprocess"), "generation": ()}
+#: the keys naming weights files (state dict, ONNX graphs), each with its checksum from format 3 on
+WEIGHT_KEYS = ("weights", "onnx", "onnx_encoder")
+#: keys the runtime adds to a config it has read (not part of its checksum)
+RUNTIME_KEYS = ("export_dir",)
+REEXPORT = (
+    "export the checkpoint again (`make pi-export CKPT=...` or `python -m ecg_lab.export ckpt_path=...`)"
+)
+RECORDING_HINT = "give a PhysioNet 2017 .mat (with its .hea) or a CSV of mV values, one per line"
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's message on one line."""
+    return " ".join(str(err).split())
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_checksum(config: dict[str, Any]) -> str:
+    """SHA-256 of the config's canonical JSON (sorted keys, no spaces), less its checksums and the keys
+    the runtime adds."""
+    fields = {k: v for k, v in config.items() if k not in (CHECKSUMS, *RUNTIME_KEYS)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _require(config: dict[str, Any], path: Path, keys: Sequence[str]) -> None:
+    missing = [repr(k) for k in keys if k not in config]
+    if missing:
+        raise ValueError(f"{path}: missing key {', '.join(missing)}; it was edited or damaged: {REEXPORT}")
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({one_line(err)}); {REEXPORT}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a JSON object; {REEXPORT}")
+    return config
+
+
+def check_config(config: dict[str, Any], path: Path) -> None:
+    """Refuse a config this runtime cannot read: a missing key, an unknown format, task or architecture,
+    or (format 3 on) contents that do not match the checksum the export recorded."""
+    _require(config, path, ["format"])
+    if config["format"] not in READABLE_FORMATS:
+        raise ValueError(
+            f"{path}: export format {config['format']!r} (written by ecg_lab "
+            f"{config.get('ecg_lab_version', 'unknown')}) is not one this runtime reads "
+            f"({', '.join(map(str, READABLE_FORMATS))}); run the runtime copied into that export folder, "
+            "or export the checkpoint again with this version"
+        )
+    checked = config["format"] >= CHECKSUMS_FROM
+    keys = [*REQUIRED_KEYS, *TASK_KEYS.get(config.get("task"), ())]
+    _require(config, path, [*keys, CHECKSUMS] if checked else keys)
+    if config["task"] not in TASK_KEYS:
+        raise ValueError(f"{path}: task {config['task']!r} is not one of {sorted(TASK_KEYS)}; {REEXPORT}")
+    if config["architecture"] not in ARCHITECTURES:
+        raise ValueError(
+            f"{path}: architecture {config['architecture']!r} is not one of {sorted(ARCHITECTURES)}"
+        )
+    if checked and (config[CHECKSUMS] or {}).get("config") != config_checksum(config):
+        raise ValueError(
+            f"{path}: does not match the sha256 the export recorded for it (edited after the export?); "
+            f"{REEXPORT}"
+        )
+
+
 def read_config(export_dir: str | Path) -> dict[str, Any]:
-    """The export's config, with ``export_dir`` added; checks the files it names are there."""
+    """The export's config, checked (:func:`check_config`), with ``export_dir`` added."""
     export_dir = Path(export_dir)
     configs = sorted(export_dir.glob("*_config.json"))
     if len(configs) != 1:
@@ -52,29 +143,41 @@ def read_config(export_dir: str | Path) -> dict[str, Any]:
             f"{export_dir}: expected one *_config.json, found {len(configs)}; "
             "make one with `make pi-export CKPT=...` or `python -m ecg_lab.export ckpt_path=...`"
         )
-    config = json.loads(configs[0].read_text())
-    if config.get("format") not in READABLE_FORMATS:
-        raise ValueError(
-            f"{configs[0]}: export format {config.get('format')!r} (written by ecg_lab "
-            f"{config.get('ecg_lab_version', 'unknown')}) is not one this runtime reads "
-            f"({', '.join(map(str, READABLE_FORMATS))}); run the runtime copied into that export folder, "
-            "or export the checkpoint again with this version"
-        )
-    if config.get("architecture") not in ARCHITECTURES:
-        raise ValueError(
-            f"{configs[0]}: architecture {config.get('architecture')!r} is not one of {sorted(ARCHITECTURES)}"
-        )
+    config = _load_json(configs[0])
+    check_config(config, configs[0])
     return config | {"export_dir": str(export_dir)}
 
 
 def _file(config: dict[str, Any], key: str) -> Path:
+    """The export's file named by ``key``, checked: there, not empty and (format 3 on) matching the
+    sha256 the config records for it."""
+    config_path = Path(config["export_dir"]) / f"{config['name']}_config.json"
+    _require(config, config_path, [key])
     path = Path(config["export_dir"]) / config[key]
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: the file named by {key!r} in {config['name']}_config.json is missing; "
+            f"{path}: the file named by {key!r} in {config_path.name} is missing; "
             "copy the whole export folder"
         )
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); copy the whole export folder again, or {REEXPORT}")
+    if config["format"] >= CHECKSUMS_FROM:
+        recorded = ((config[CHECKSUMS] or {}).get("files") or {}).get(config[key])
+        if recorded != sha256_file(path):
+            raise ValueError(
+                f"{path}: does not match the sha256 {config_path.name} records for it (truncated, damaged "
+                f"or from another export); {REEXPORT}"
+            )
     return path
+
+
+def check_export(export_dir: str | Path) -> dict[str, Any]:
+    """Read and check an export folder, every weights file it names included; returns its config."""
+    config = read_config(export_dir)
+    for key in WEIGHT_KEYS:
+        if key in config:
+            _file(config, key)
+    return config
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -101,8 +204,12 @@ def load(export_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     import torch
 
     config = read_config(export_dir)
+    path = _file(config, "weights")
     net = build(config)
-    net.load_state_dict(torch.load(_file(config, "weights"), map_location="cpu", weights_only=True))
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a state dict of this network ({one_line(err)}); {REEXPORT}") from None
     return net.eval(), config
 
 
@@ -114,7 +221,10 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises one exception class per status code
+        raise ValueError(f"{path}: ONNX Runtime cannot load it ({one_line(err)}); {REEXPORT}") from None
 
 
 class EdgeModel:
@@ -178,37 +288,99 @@ def generate(model: EdgeModel, n: int, seed: int = 0) -> np.ndarray:
     return model.decode(latents(model.config, n, seed))
 
 
-def read_signal(path: str | Path) -> np.ndarray:
-    """A single-lead recording: a PhysioNet 2017 ``.mat`` (``val``, 1000 counts per mV) or a CSV of mV
-    values (one column, or the last column of several; a header line is skipped)."""
+def read_recording(path: str | Path, fs: float | None = None) -> tuple[np.ndarray, float | None]:
+    """A single-lead recording in mV and its sampling rate. A PhysioNet 2017 ``.mat`` (``val``) is
+    scaled and timed by the ``.hea`` beside it (without one: 1000 counts per mV, rate ``fs``); a CSV of
+    mV values (one column, or the last of several; a header line is skipped) is at ``fs``. The rate is
+    None when neither the file nor ``fs`` states one."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such recording (give a .mat or a CSV of mV values)")
+        raise FileNotFoundError(f"{path}: no such recording ({RECORDING_HINT})")
+    if path.stat().st_size == 0:
+        raise BadRecordError(path, f"empty file (0 bytes); {RECORDING_HINT}")
     if path.suffix.lower() == ".mat":
-        import scipy.io
+        return _read_mat(path, fs)
+    return _read_csv(path), fs
 
-        counts = np.asarray(scipy.io.loadmat(path)["val"]).ravel()
-        return counts.astype(np.float32) / np.float32(1000.0)  # as the training reader does
-    rows = [line.split(",")[-1] for line in path.read_text().splitlines() if line.strip()]
+
+def _read_mat(path: Path, fs: float | None) -> tuple[np.ndarray, float | None]:
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as err:  # SciPy raises MatReadError, ValueError or IndexError for a damaged file
+        problem = f"not a readable MATLAB file ({one_line(err)}); {RECORDING_HINT}"
+        raise BadRecordError(path, problem) from None
+    if "val" not in mat:
+        held = ", ".join(k for k in mat if not k.startswith("__")) or "no variables"
+        raise BadRecordError(path, f"holds no `val` variable (it holds {held}); {RECORDING_HINT}")
+    counts = np.asarray(mat["val"]).ravel()
+    if counts.size == 0:
+        raise BadRecordError(path, f"`val` holds no samples; {RECORDING_HINT}")
+    header_path = path.with_suffix(".hea")
+    if not header_path.is_file():
+        return counts.astype(np.float32) / np.float32(1000.0), fs  # the PhysioNet 2017 gain
+    header = _read_header(header_path, counts.size)
+    if fs is not None and fs != header.fs:
+        problem = f"--fs {fs:g} disagrees with {header_path.name} ({header.fs:g} Hz); drop --fs or fix it"
+        raise BadRecordError(path, problem)
+    return ((counts.astype(np.float32) - header.baseline) / header.gain).astype(np.float32), header.fs
+
+
+def _read_header(path: Path, n_samples: int) -> Header:
+    """The WFDB header beside a ``.mat``, read as training reads it, checked against the signal."""
+    from ecg_lab.data.physionet2017 import read_header
+
+    try:
+        header = read_header(path)
+    except BadRecordError as err:
+        raise BadRecordError(path, f"{err.problem}; fix it, or remove it and pass --fs") from None
+    if header.n_samples != n_samples:
+        raise BadRecordError(
+            path,
+            f"says {header.n_samples} samples but {path.with_suffix('.mat').name} holds {n_samples}; "
+            "give the recording's own .hea, or remove it and pass --fs",
+        )
+    return header
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise BadRecordError(path, f"not a text file; {RECORDING_HINT}") from None
+    rows = [line.split(",")[-1].strip() for line in lines if line.strip()]
     try:
         float(rows[0])
     except (IndexError, ValueError):
         rows = rows[1:]  # a header
+    if not rows:
+        raise BadRecordError(path, f"holds no samples; {RECORDING_HINT}")
     try:
         return np.asarray([float(v) for v in rows], dtype=np.float32)
     except ValueError as err:
-        raise ValueError(f"{path}: not a CSV of mV values ({err})") from None
+        raise BadRecordError(path, f"not a CSV of mV values ({err}); {RECORDING_HINT}") from None
 
 
-def windows_of(config: dict[str, Any], signal: np.ndarray) -> np.ndarray:
-    """The recording's windows ``(n, window)``, preprocessed as in training (band-pass, z-score)."""
-    from ecg_lab.data.records import Record
-    from ecg_lab.edge.preprocess import Preprocessing
+def windows_of(
+    config: dict[str, Any], signal: np.ndarray, fs: float | None = None, where: str | Path = "recording"
+) -> np.ndarray:
+    """The recording's windows ``(n, window)`` at the export's rate, preprocessed as in training
+    (band-pass, z-score); a recording at another rate ``fs`` is resampled to it first."""
+    from ecg_lab.edge.preprocess import Preprocessing, resample
 
+    rate = float(config["fs"])
+    x = np.asarray(signal, dtype=np.float32)
+    if fs is not None and float(fs) != rate:
+        x = resample(x, float(fs), rate).astype(np.float32)
     prep = Preprocessing(**config["preprocess"])
-    return prep.windows(
-        prep.apply(Record("record", np.asarray(signal, dtype=np.float32), float(config["fs"]), ""))
-    )
+    if x.size < prep.window:
+        raise BadRecordError(
+            where,
+            f"{x.size} samples at {rate:g} Hz, shorter than the export's window of {prep.window}; "
+            f"give a recording of at least {prep.window / rate:g} s",
+        )
+    return prep.windows(prep.apply(Record(Path(where).stem, x, rate, "", str(where))))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -217,9 +389,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def classify(model: EdgeModel, signal: np.ndarray) -> dict[str, Any]:
-    """The recording's class (mean of its windows' probabilities), its probabilities and window count."""
-    probs = softmax(model.logits(windows_of(model.config, signal)))
+def classify(
+    model: EdgeModel, signal: np.ndarray, fs: float | None = None, where: str | Path = "recording"
+) -> dict[str, Any]:
+    """The recording's class (mean of its windows' probabilities), its probabilities and window count;
+    ``fs``: its rate, when not the export's."""
+    probs = softmax(model.logits(windows_of(model.config, signal, fs, where)))
     mean = probs.mean(0)
     classes = model.config["classes"]
     return {
@@ -250,8 +425,42 @@ def write_png(path: str | Path, signals: np.ndarray, fs: float) -> None:
     fig.savefig(path, dpi=100)
 
 
+def classify_file(model: EdgeModel, path: str | Path, fs: float | None = None) -> dict[str, Any]:
+    """:func:`classify` the recording at ``path``; a rate neither it nor ``fs`` states is taken to be
+    the export's, with a note on stderr."""
+    signal, stated = read_recording(path, fs)
+    if stated is None:
+        stated = float(model.config["fs"])
+        print(
+            f"{path}: no sampling rate stated (--fs HZ for a CSV, a .hea beside a .mat); "
+            f"assuming the export's {stated:g} Hz",
+            file=sys.stderr,
+        )
+    return classify(model, signal, stated, path)
+
+
+def check_out(path: str | Path) -> None:
+    """Refuse an ``--out`` that is a folder or lies in a missing one."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; give a file name, e.g. --out {path / 'synth.csv'}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--out {path}: no folder {path.parent}; create it or give another path")
+
+
+def sampling_rate(text: str) -> float:
+    """``--fs``: a positive rate in Hz."""
+    try:
+        fs = float(text)
+    except ValueError:
+        fs = float("nan")
+    if not fs > 0:
+        raise argparse.ArgumentTypeError(f"must be a sampling rate in Hz (a positive number), got {text!r}")
+    return fs
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``generate`` or ``classify`` with an export folder."""
+    """``generate`` or ``classify`` with an export folder; bad input ends it with one line on stderr."""
     p = argparse.ArgumentParser(prog="python -m ecg_lab.edge", description="The ecg_lab edge runtime.")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="decode random latent vectors of an exported VAE")
@@ -264,17 +473,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="synth.csv")
     g.add_argument("--png", action="store_true", help="also write <out>.png (needs matplotlib)")
-    c.add_argument("--record", required=True, help="a PhysioNet 2017 .mat or a CSV of mV values")
+    c.add_argument("--record", required=True, help="a PhysioNet 2017 .mat (+ .hea) or a CSV of mV values")
+    c.add_argument(
+        "--fs",
+        type=sampling_rate,
+        default=None,
+        help="the CSV's sampling rate in Hz (a .mat's is read from its .hea); default: the export's",
+    )
     args = p.parse_args(argv)
     try:
         run(args)
-    except (FileNotFoundError, ValueError, ImportError) as err:  # bad input or a missing backend
-        p.error(str(err))
+    except (OSError, ValueError, ImportError) as err:  # bad input or a missing backend
+        p.exit(2, f"{p.prog} {args.command}: error: {one_line(err)}\n")
 
 
 def run(args: argparse.Namespace) -> None:
     """One parsed command."""
     want = "generation" if args.command == "generate" else "classification"
+    if args.command == "generate":
+        check_out(args.out)
     model = EdgeModel(args.export, args.backend, args.threads)
     if model.task != want:
         raise ValueError(f"{args.export} holds a {model.task} model; `{args.command}` needs a {want} export")
@@ -286,5 +503,4 @@ def run(args: argparse.Namespace) -> None:
             write_png(Path(args.out).with_suffix(".png"), signals, fs)
         print(f"{len(signals)} ECGs written to {args.out}")
     else:
-        print(json.dumps(classify(model, read_signal(args.record))))
-
+        print(json.dumps(classify_file(model, args.record, args.fs)))

@@ -1,7 +1,8 @@
 """Generation data, files → records: each source's records resampled to ``fs``, cleaned with NeuroKit2
 (``ecg_clean``), optionally turned upright (``ecg_invert``), their R-peaks found by NeuroKit2, then
 z-scored. That is the expensive part, so it goes through the shared on-disk cache
-(:mod:`ecg_lab.data.cache`), keyed by the source files, the selection and the cleaning settings.
+(:mod:`ecg_lab.data.cache`), keyed by the source files (names and content), the selection and the
+cleaning settings.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import scipy.signal
 
-from ecg_lab.data.cache import cached
+from ecg_lab.data.cache import cached, check_finite, load_arrays
 from ecg_lab.data.records import BadRecordError, Record, SkippedRecord, check_on_bad_record
+from ecg_lab.edge.preprocess import resample
 from ecg_lab.generation.rpeaks import detect_rpeaks
 from ecg_lab.generation.sources import SourceRecords
 
@@ -68,16 +68,6 @@ class CleanRecords:
 
     def rpeaks(self, i: int) -> np.ndarray:
         return self.peaks[self.peak_offsets[i] : self.peak_offsets[i + 1]]
-
-
-def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """Polyphase resampling (anti-aliased) from ``fs_in`` to ``fs_out``."""
-    if fs_in == fs_out:
-        return np.asarray(signal, dtype=np.float64)
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    return scipy.signal.resample_poly(
-        np.asarray(signal, dtype=np.float64), ratio.numerator, ratio.denominator
-    )
 
 
 def clean_record(record: Record, fs: float, cleaning: Cleaning) -> tuple[np.ndarray, np.ndarray]:
@@ -157,6 +147,7 @@ def cached_clean_records(
         "cleaning": asdict(cleaning),
         "on_bad_record": on_bad_record,
     }
+
     def build(folder: Path) -> dict:
         records = read_clean_records(sources, fs, cleaning, on_bad_record)
         np.savez(folder / "records.npz", **{k: getattr(records, k) for k in ARRAYS})
@@ -166,9 +157,9 @@ def cached_clean_records(
 
 
 def _load(path: Path, info: dict) -> CleanRecords:
-    with np.load(path / "records.npz", allow_pickle=False) as arrays:
-        return CleanRecords(
-            **{k: arrays[k] for k in ARRAYS},
-            fs=float(info["fs"]),
-            skipped=[SkippedRecord(**s) for s in info["skipped"]],
-        )
+    """The entry's records; NaN or infinity in its float arrays marks it damaged (it is rebuilt)."""
+    loaded = load_arrays(path / "records.npz", ARRAYS)
+    for name, values in loaded.items():
+        if values.dtype.kind == "f":
+            check_finite(f"records.npz[{name}]", values)
+    return CleanRecords(**loaded, fs=float(info["fs"]), skipped=[SkippedRecord(**s) for s in info["skipped"]])

@@ -3,7 +3,8 @@
 Reconstructions for the metrics decode the latent mean (deterministic); generated samples decode
 z ~ N(0, I) from a fixed seed, so epochs are comparable. The fidelity metrics
 (:mod:`ecg_lab.generation.fidelity`) run on at most ``fidelity.max_signals`` validation windows per
-epoch and on every test window.
+epoch and on every test window; under DDP they are gathered from every rank, each window once, and scored
+in dataset order, so the numbers do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ecg_lab.app.checkpoints import CarriesRun
+from ecg_lab.app.distributed import EpochMeans, gather_rows
 from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
 from ecg_lab.generation.fidelity import fidelity
@@ -27,6 +29,8 @@ from ecg_lab.generation.loss import MorphologyWeightedMSE
 from ecg_lab.models.crnn import count_parameters
 
 log = logging.getLogger(__name__)
+
+EVAL_LOSSES = ("loss", "mse", "wmse", "kl")  # epoch means over the val/test windows
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,10 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.settings = (
             fidelity if isinstance(fidelity, FidelitySettings) else FidelitySettings(**(fidelity or {}))
         )
+        self.eval_losses = nn.ModuleDict({stage: EpochMeans(EVAL_LOSSES) for stage in ("val", "test")})
         self.test_examples: dict[str, np.ndarray] = {}
         self._test_metrics: dict[str, Any] = {}
-        self._kept: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._kept: dict[str, list[torch.Tensor]] = {}  # rows (index, input, reconstruction, R-peak mask)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.net(x)
@@ -106,32 +111,44 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             self.log(f"train/{key}", out[key], on_step=False, on_epoch=True, batch_size=n)
         return out["loss"]
 
-    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        x = batch["x"]
-        mu, logvar = self.net.encode(x)
+    def _mean_pass(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reconstruction from the latent mean and its losses at β_max: no sampling, the same objective
+        every epoch."""
+        mu, logvar = self.net.encode(batch["x"])
         recon = self.net.decode(mu)
-        out = self._losses(batch, recon, mu, logvar, step=None)  # β_max: the same objective every epoch
-        n = len(x)
-        for key in ("loss", "mse", "wmse", "kl"):
-            self.log(
-                f"{stage}/{key}",
-                out[key],
-                on_step=False,
-                on_epoch=True,
-                prog_bar=key == "wmse",
-                batch_size=n,
-                sync_dist=True,
-            )
+        return recon, self._losses(batch, recon, mu, logvar, step=None)
+
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of one batch without sampling (what the backend check differentiates)."""
+        return self._mean_pass(batch)[1]["loss"]
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        recon, out = self._mean_pass(batch)
+        self.eval_losses[stage].log(self, stage, out, len(recon), prog_bar=["wmse"])
+        self._keep(stage, batch, recon)
+
+    def _keep(self, stage: str, batch: dict[str, torch.Tensor], recon: torch.Tensor) -> None:
+        """Keep the windows fidelity scores as rows ``(index, input, reconstruction, R-peak mask)``: at most
+        ``max_signals`` per rank at validation, every one at test."""
         kept = self._kept.setdefault(stage, [])
-        room = self.settings.max_signals - sum(len(k["x"]) for k in kept) if stage == "val" else n
+        room = self.settings.max_signals - sum(len(k) for k in kept) if stage == "val" else len(recon)
         if room > 0:
-            kept.append(
-                {
-                    "x": x[:room, 0].float().cpu().numpy(),
-                    "recon": recon[:room, 0].float().cpu().numpy(),
-                    "rpeaks": batch["rpeaks"][:room].cpu().numpy(),
-                }
-            )
+            parts = (batch["index"][:, None], batch["x"][:, 0], recon[:, 0], batch["rpeaks"])
+            kept.append(torch.cat([p[:room].detach().float() for p in parts], 1).cpu())
+
+    def _kept_windows(self, stage: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
+        """``(inputs, reconstructions, R-peaks)`` of the windows every rank kept, each once, in dataset
+        order (validation: the first ``max_signals``); None when none were kept or in the sanity check."""
+        kept = self._kept.pop(stage, [])
+        if not kept or self.trainer.sanity_checking:
+            return None
+        rows = gather_rows(torch.cat(kept).to(self.device)).cpu().numpy()  # NCCL gathers on the GPU
+        rows = rows[np.unique(rows[:, 0], return_index=True)[1]]  # sorted by window index, duplicates out
+        if stage == "val":
+            rows = rows[: self.settings.max_signals]
+        n = (rows.shape[1] - 1) // 3
+        peaks = [np.flatnonzero(m) for m in rows[:, 1 + 2 * n :] > 0.5]
+        return rows[:, 1 : 1 + n], rows[:, 1 + n : 1 + 2 * n], peaks
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -147,12 +164,10 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         return self.net.sample(n, generator)[:, 0].float().cpu().numpy()
 
     def _fidelity(self, stage: str) -> dict[str, float]:
-        kept = self._kept.pop(stage, [])
-        if not kept or self.trainer.sanity_checking:
+        windows = self._kept_windows(stage)
+        if windows is None:
             return {}
-        inputs = np.concatenate([k["x"] for k in kept])
-        recons = np.concatenate([k["recon"] for k in kept])
-        peaks = [np.flatnonzero(m) for k in kept for m in k["rpeaks"]]
+        inputs, recons, peaks = windows
         generated = self.generate(self.settings.n_generated)
         s = self.settings
         scores = fidelity(

@@ -2,7 +2,7 @@
 
 A source reads its files into :class:`~ecg_lab.data.records.Record` objects and says which split
 each record belongs to; :mod:`ecg_lab.generation.datamodule` turns them into windows. ``fingerprint()``
-describes the files and the selection, for the cache key.
+describes the files (names and content) and the selection, for the cache key.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecg_lab.data import physionet2017, ptbxl
-from ecg_lab.data.cache import file_stats
+from ecg_lab.data.cache import files_digest
 from ecg_lab.data.records import BadRecordError, Record, SkippedRecord, check_on_bad_record, skip_or_raise
 from ecg_lab.data.splits import assign_splits
 
@@ -83,7 +83,7 @@ class PTBXLSource:
         column = ptbxl.FILENAME_COLUMN[self.sampling_rate]
         files = [root / ptbxl.DATABASE, root / ptbxl.STATEMENTS]
         for rows in self._rows.values():
-            files += [root / (r.get(column, "") + ".dat") for r in rows]
+            files += [root / (r.get(column, "") + ext) for r in rows for ext in (".dat", ".hea")]
         return {
             "source": "ptbxl",
             "root": str(root),
@@ -92,7 +92,7 @@ class PTBXLSource:
             "lead": self.lead,
             "sampling_rate": self.sampling_rate,
             "folds": self.folds,
-            "files": file_stats(files),
+            "files": files_digest(files),
         }
 
     def read(self, on_bad_record: str = "raise") -> SourceRecords:
@@ -168,7 +168,8 @@ class PhysioNet2017Source:
 
     def fingerprint(self) -> dict[str, Any]:
         record_dir, rows = self._rows
-        files = [record_dir / "REFERENCE.csv"] + [record_dir / f"{r}.mat" for r, _, _ in rows]
+        files = [record_dir / "REFERENCE.csv"]
+        files += [record_dir / f"{r}{ext}" for r, _, _ in rows for ext in (".mat", ".hea")]
         return {
             "source": "physionet2017",
             "split_rule": "hash",
@@ -177,7 +178,7 @@ class PhysioNet2017Source:
             "fs": self.fs,
             "split_fractions": self.split_fractions,
             "split_seed": self.split_seed,
-            "files": file_stats(files),
+            "files": files_digest(files),
         }
 
     def read(self, on_bad_record: str = "raise") -> SourceRecords:

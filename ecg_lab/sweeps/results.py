@@ -24,6 +24,7 @@ import yaml
 from matplotlib import colormaps
 
 from ecg_lab.app.figures import subplots
+from ecg_lab.app.outputs import COMPLETED, FAILED, KILLED, RUNNING, read_status
 
 # override keys that vary between repetitions of one configuration, or only say where things live
 IGNORED_KEYS: tuple[str, ...] = (
@@ -40,7 +41,6 @@ IGNORED_KEYS: tuple[str, ...] = (
 )
 BASE_METRICS: tuple[str, ...] = ("f1", "auroc", "acc", "official_f1")
 LABELS = {"f1": "test weighted F1", "auroc": "AUROC", "acc": "accuracy", "official_f1": "official F1"}
-COMPLETED, FAILED, RUNNING = "completed", "failed", "running"
 
 
 @dataclass
@@ -161,10 +161,9 @@ def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
 
     status_info: dict[str, Any] | None = None
     if (path / "run_status.json").exists():
-        try:
-            status_info = _load_json(path / "run_status.json")
-        except Exception as exc:
-            problems.append(f"corrupt run_status.json: {exc}")
+        status_info = read_status(path)
+        if status_info is None:
+            problems.append("corrupt run_status.json")
     metrics: dict[str, Any] = {}
     metrics_file = path / "test_metrics.json"
     if metrics_file.exists():
@@ -189,10 +188,15 @@ def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
     error = (status_info or {}).get("error")
     if problems:
         status, error = FAILED, "; ".join(problems)
-    elif status == FAILED:
-        error = error or "failed (no error recorded)"
+    elif status in (FAILED, KILLED):
+        error = error or f"{status} (no error recorded)"
     elif status == RUNNING:
-        error = f"still running, or killed (started {status_info.get('started', '?')})"
+        pid, started = status_info.get("pid"), status_info.get("started", "?")
+        error = (
+            f"still running (process {pid}, started {started})"
+            if pid
+            else f"still running, or killed (started {started})"
+        )
     elif not metrics:
         status, error = FAILED, error or "no test_metrics.json"
     else:
@@ -278,7 +282,7 @@ def aggregate(
     table = _run_table(runs, [*keys, "n_params", "epochs", "wall_time_s"])
     configurations = table.groupby("configuration", sort=False)
     done = table[table["status"] == COMPLETED].groupby("configuration")
-    statuses = {"n_runs": COMPLETED, "n_failed": FAILED, "n_running": RUNNING}
+    statuses = {"n_runs": COMPLETED, "n_failed": FAILED, "n_killed": KILLED, "n_running": RUNNING}
     counts = pd.crosstab(table["configuration"], table["status"]).reindex(
         columns=[*statuses.values()], fill_value=0
     )
@@ -288,8 +292,8 @@ def aggregate(
         {
             "model": configurations["model"].first(),
             **{name: counts[status] for name, status in statuses.items()},
-            "seeds": done["seed"].agg(_joined),
-            "folds": done["fold"].agg(_joined),
+            "seeds": done["seed"].agg(_joined).astype(object),  # empty when no run completed
+            "folds": done["fold"].agg(_joined).astype(object),
             "n_params": done["n_params"].median(),
             "epochs": done["epochs"].mean(),
             "wall_time_min": done["wall_time_s"].mean() / 60,
@@ -342,6 +346,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Se
     ]
     for r in rows:
         extra = [f"+{r['n_failed']} failed"] if r["n_failed"] else []
+        extra += [f"+{r['n_killed']} killed"] if r["n_killed"] else []
         extra += [f"+{r['n_running']} running"] if r["n_running"] else []
         cells = [
             "`" + r["configuration"].replace("|", "\\|") + "`",
