@@ -1,9 +1,12 @@
-"""Writing small datasets in the PhysioNet 2017 layout, for tests."""
+"""Writing small datasets in the PhysioNet 2017 layout, running an app in a child process, and a
+callback that kills its own process, for tests."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +58,26 @@ class KillAt(Callback):
     ) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+REPO = Path(__file__).resolve().parents[1]
+#: variables of the test's own process a child app must not inherit (wandb settings, a DDP rank, a
+#: full-traceback request)
+INHERITED_NOT = ("WANDB", "RANK", "LOCAL_RANK", "HYDRA_FULL_ERROR")
+
+
+def run_module(
+    module: str, args: list[str], cwd: Path, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module *args`` in ``cwd`` with one OpenMP thread, ``HOME=cwd`` and this repository
+    importable (``tests.helpers`` too); ``env`` adds variables."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_NOT)}
+    environ |= {"HOME": str(cwd), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=environ | env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

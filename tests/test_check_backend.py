@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from ecg_lab.app.backend import GradientMismatchError, relative_differences
 from ecg_lab.check_backend import _hydra_main, check_backend
 from ecg_lab.train import train
 from tests.conftest import REPO, SMALL_SYNTHETIC, compose_config
+from tests.helpers import run_module
 from tests.test_waveforms import SMALL_NORMAL
 
 MODELS = {
@@ -96,17 +94,8 @@ def test_a_wrong_lstm_backward_is_caught_and_named(
 
 def test_the_tolerance_is_configurable_and_the_cli_exits_non_zero(tmp_path: Path, cache_dir: Path) -> None:
     """Through the real command line: a tolerance below float32's rounding fails a sound backend."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env |= {"HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     args = ["trainer=cpu", *SMALL_SYNTHETIC, f"paths.cache_dir={cache_dir}", "backend_check.tolerance=1e-12"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ecg_lab.check_backend", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = run_module("ecg_lab.check_backend", args, tmp_path, timeout=240)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: backend check failed on cpu: the gradient of net.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ecg_lab.generate import generate
 from ecg_lab.report import main as report_main
 from ecg_lab.train import train
 from tests.conftest import REPO, compose_config
+from tests.helpers import run_module
 from tests.test_report import make_run
 
 
@@ -366,11 +366,7 @@ def test_bad_input_errors_are_user_errors_of_their_old_kinds() -> None:
 
 
 def run_app(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    environ |= {"HOME": str(tmp_path), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120
-    )
+    return run_module(args[0], args[1:], tmp_path, timeout=120, **env)
 
 
 def test_apps_end_with_one_line_and_status_1(tmp_path: Path, cache_dir: Path) -> None:

@@ -5,9 +5,7 @@ repeat one)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +17,7 @@ import torch
 from ecg_lab.app.distributed import WindowMean, gather_rows
 from ecg_lab.eval import evaluate
 from tests.conftest import SMALL_SYNTHETIC, compose_config
+from tests.helpers import run_module
 from tests.test_fidelity import KEYS as FIDELITY_KEYS
 from tests.test_waveforms import SMALL_NORMAL
 
@@ -51,16 +50,7 @@ def ddp_args(cache_dir: Path, data: list[str] = ODD_SYNTHETIC) -> list[str]:
 
 
 def run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "LOCAL_RANK"))}
-    env |= {"HOME": str(cwd), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ecg_lab.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module("ecg_lab.train", args, cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,8 @@ import torch
 from ecg_lab.app.outputs import read_status
 from ecg_lab.callbacks.resume import BestCheckpoint
 from ecg_lab.sweeps.results import load_run
-from tests.conftest import REPO, SMALL_SYNTHETIC
+from tests.conftest import SMALL_SYNTHETIC
+from tests.helpers import run_module
 
 EPOCHS = 6
 KILL = ["+callbacks.kill._target_=tests.helpers.KillAt", "+callbacks.kill.epoch=3", "+callbacks.kill.batch=1"]
@@ -35,10 +34,7 @@ def run_train(run_dir: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "ecg_lab.train", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    return run_module("ecg_lab.train", args, run_dir.parent)
 
 
 def outcome(run_dir: Path) -> dict[str, object]:
