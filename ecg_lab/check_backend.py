@@ -27,8 +27,9 @@ from ecg_lab.app.backend import (  # noqa: E402
     first_batch,
     training_device,
 )
+from ecg_lab.app.checks import check_overrides  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
-from ecg_lab.app.environment import one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.train import build  # noqa: E402
@@ -38,6 +39,8 @@ from ecg_lab.train import build  # noqa: E402
 def check_backend(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Compare one batch's gradients on the configured accelerator with the CPU in float64; write
     ``backend_check.json``; return its content (``ok``, ``message``, each parameter's difference)."""
+    check_overrides(cfg)
+    apply_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
     device = training_device(cfg.trainer)  # before any data is read: an absent accelerator fails at once
     datamodule, model = build(cfg)

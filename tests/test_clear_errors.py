@@ -27,7 +27,7 @@ from ecg_lab.export import export
 from ecg_lab.generate import generate
 from ecg_lab.report import main as report_main
 from ecg_lab.train import train
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, SMALL_SYNTHETIC, compose_config
 from tests.helpers import run_module
 from tests.test_report import make_run
 
@@ -109,6 +109,8 @@ def every_config() -> list[tuple[str, list[str]]]:
         ("eval", [ckpt, "data=synthetic_normal", "model=lstm_vae", "loss=morph_mse"]),
         ("generate", [ckpt, "n=4", "threads=1"]),
         ("export", [ckpt]),
+        ("check_backend", []),
+        ("check_backend", [*vae]),
         *[
             ("analyze", [f"data={d}", "command=waveforms"])
             for d in ("synthetic_normal", "ptbxl", "normal_ecg")
@@ -282,11 +284,27 @@ def test_eval_checks_the_window_against_the_checkpoints_network(tmp_path: Path, 
 
 
 # -- 5. threads ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("app", ["train", "eval", "generate", "analyze", "export"])
+@pytest.mark.parametrize("app", ["train", "eval", "generate", "analyze", "export", "check_backend"])
 def test_threads_composes_in_every_hydra_app(app: str, tmp_path: Path, cache_dir: Path) -> None:
-    cfg = compose_config(app, ["threads=1", "ckpt_path=x.ckpt"] if app != "analyze" else ["threads=1"],
+    cfg = compose_config(app, ["threads=1", "ckpt_path=x.ckpt"] if app not in ("analyze", "check_backend")
+                         else ["threads=1"],
                          tmp_path, cache_dir)  # fmt: skip
     assert cfg.threads == 1
+
+
+def test_check_backend_checks_the_config_and_applies_threads(
+    tmp_path: Path, cache_dir: Path, threads_restored: None
+) -> None:
+    from ecg_lab.check_backend import check_backend
+
+    cfg = compose_config("check_backend", ["model.optimizer.lr=fast"], tmp_path / "bad", cache_dir)
+    with pytest.raises(ConfigError, match="model.optimizer.lr='fast'"):
+        check_backend(cfg)
+    torch.set_num_threads(2)
+    overrides = ["threads=1", "trainer=cpu", *SMALL_SYNTHETIC]
+    cfg = compose_config("check_backend", overrides, tmp_path / "run", cache_dir)
+    assert check_backend(cfg)["ok"]
+    assert torch.get_num_threads() == 1
 
 
 @pytest.mark.parametrize(

@@ -143,3 +143,15 @@ def test_summary_rows_cover_every_variant() -> None:
     assert all(r["description"] and not r["description"].startswith("#") for r in rows)
     table = markdown(rows)
     assert len(table.splitlines()) == 2 + 12 and "| gru |" in table and "106,180" in table
+
+
+def test_conv_dropout_adds_no_parameters_and_keeps_the_state_dict_keys() -> None:
+    """Dropout after each conv block changes neither the parameter count nor a checkpoint's keys."""
+    plain, dropped = CRNN(), CRNN(conv_dropout=0.2)
+    assert count_parameters(dropped) == count_parameters(plain) == 308_420
+    assert list(dropped.state_dict()) == list(plain.state_dict())
+    assert sum(isinstance(m, torch.nn.Dropout) for m in dropped.cnn.modules()) == 3
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.cnn.modules())
+    dropped.train()
+    x = torch.randn(2, 1, 1500)
+    assert not torch.equal(dropped(x), dropped(x))  # active in training

@@ -4,7 +4,8 @@
 steps, goes to the RNN); ``rnn=None`` drops the RNN (CNN features are average-pooled);
 ``seq_len`` pools the CNN output to a fixed number of time steps; ``readout`` picks the last
 state, the mean of all outputs or an attention-weighted sum; ``residual`` adds the pooled CNN
-features to the readout; ``layer_norm`` normalises the RNN outputs.
+features to the readout; ``layer_norm`` normalises the RNN outputs; ``conv_dropout`` adds dropout
+after each conv block (as the source's plain PyTorch loop had), ``dropout`` before the head.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from torch import nn
 READOUTS = ("last", "mean", "attention")
 
 
-def conv_block(c_in: int, c_out: int, kernel: int, pool: int, batch_norm: bool, bias: bool) -> nn.Sequential:
-    """Conv1d → BatchNorm → ReLU → MaxPool."""
+def conv_block(
+    c_in: int, c_out: int, kernel: int, pool: int, batch_norm: bool, bias: bool, dropout: float = 0.0
+) -> nn.Sequential:
+    """Conv1d → BatchNorm → ReLU → MaxPool (→ Dropout when ``dropout`` > 0)."""
     layers: list[nn.Module] = [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)]
     if batch_norm:
         layers.append(nn.BatchNorm1d(c_out))
     layers.append(nn.ReLU(inplace=True))
     if pool > 1:
         layers.append(nn.MaxPool1d(pool))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -43,6 +48,7 @@ class CRNN(nn.Module):
         pool_sizes: Sequence[int] = (4, 4, 4),
         batch_norm: bool = True,
         conv_bias: bool = False,
+        conv_dropout: float = 0.0,
         seq_len: int | None = None,
         patch: int = 1,
         rnn: str | None = "lstm",
@@ -64,7 +70,7 @@ class CRNN(nn.Module):
             raise ValueError(f"model.net.rnn must be 'lstm', 'gru' or null, got {rnn!r}")
         blocks, c = [], in_channels
         for c_out, k, p in zip(conv_channels, kernel_sizes, pool_sizes, strict=True):
-            blocks.append(conv_block(c, c_out, k, p, batch_norm, conv_bias))
+            blocks.append(conv_block(c, c_out, k, p, batch_norm, conv_bias, conv_dropout))
             c = c_out
         self.cnn = nn.Sequential(*blocks)
         self.patch = patch
