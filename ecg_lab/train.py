@@ -23,6 +23,7 @@ from ecg_lab.app.config import CONFIG_DIR, instantiate_list, ranks_start_in_this
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import KILLED, RunOutputs, read_status  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.classification.augment import build_augment  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Data and model from config; the model carries the resolved config for its checkpoints."""
     check_task_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
+    augment = build_augment(cfg.get("augment"))  # training batches only; eval builds the model without
+    extra = {"augment": augment} if augment is not None else {}
+    model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss), **extra)
     model.run_config = to_container(cfg)
     return datamodule, model
 

@@ -34,11 +34,13 @@ SUGGESTIONS = {
         "model": "cnn_lstm (or any of conf/model/ but lstm_vae)",
         "loss": "weighted_ce",
         "data": "synthetic or physionet2017",
+        "augment": "default (or any of conf/augment/)",
     },
     "generation": {
         "model": "lstm_vae",
         "loss": "morph_mse",
         "data": "synthetic_normal, ptbxl, physionet2017_normal or normal_ecg",
+        "augment": "none",
     },
 }
 
@@ -83,7 +85,7 @@ def check_task_config(cfg: DictConfig, ckpt_path: str | None = None) -> None:
     if model_task is None:
         return
     model = choice("model", cfg.model)
-    for group in ("loss", "data"):
+    for group in ("loss", "data", "augment"):
         node = cfg.get(group)
         task = task_of(node)
         if task is not None and task != model_task:

@@ -15,6 +15,7 @@ from ecg_lab.app.checkpoints import CarriesRun
 from ecg_lab.app.distributed import EpochMeans, gather_rows
 from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
+from ecg_lab.classification.augment import BatchAugment
 from ecg_lab.classification.figures import plot_confusion_matrix
 from ecg_lab.classification.loss import WeightedCrossEntropy
 from ecg_lab.classification.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     """Trains ``net`` with ``loss``; logs weighted F1, AUROC, accuracy, per-class sensitivity and
-    specificity at window level, and the Challenge's F1 at recording level."""
+    specificity at window level, and the Challenge's F1 at recording level. ``augment`` (config group
+    ``augment``, built by the entry point, not part of ``model``) transforms training batches only."""
 
     TASK = "classification"
     CURVES = ("loss", "f1")  # drawn in training_curves.png
@@ -39,13 +41,16 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         classes: Sequence[str] = ("N", "A", "O", "~"),
         monitor: str = "val/f1",
         monitor_mode: str = "max",
+        augment: BatchAugment | None = None,
     ) -> None:
         super().__init__()
         classes = [str(c) for c in classes]  # plain types only, so checkpoints load with weights_only
         # optimizer/scheduler partials stay out of hparams: checkpoints hold plain data only
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "augment"], logger=False)
         self.use_optimizers(optimizer, scheduler)
         self.net = net
+        self.augment = augment
+        self.augment_seed: int | None = None  # the run's seed, taken when fitting starts
         self.n_params = count_parameters(net)
         self.loss = loss if loss is not None else WeightedCrossEntropy("none", len(classes))
         self.classes = tuple(classes)
@@ -63,6 +68,8 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     # -- set-up ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit":
+            self.augment_seed = torch.initial_seed() % 2**63  # what seed_everything set, as the loaders use
         if stage == "fit" and dm is not None and hasattr(self.loss, "set_class_weights"):
             weights = dm.class_weights()
             self.loss.set_class_weights(weights)
@@ -81,9 +88,16 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         x, y, _ = batch
         return self.loss(self(x), y)
 
+    def augmented(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """A training batch through ``augment``, its draws from (run seed, global step, batch, rank)."""
+        if self.augment is None:
+            return x
+        seed = self.augment_seed if self.augment_seed is not None else torch.initial_seed() % 2**63
+        return self.augment(x, seed, self.global_step, batch_idx, self.global_rank)
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
-        logits = self(x)
+        logits = self(self.augmented(x, batch_idx))
         loss = self.loss(logits, y)
         self.train_metrics(logits.detach(), y)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
