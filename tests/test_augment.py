@@ -202,6 +202,16 @@ def test_each_lever_draws_from_its_own_stream() -> None:
     assert torch.equal(off(x, seed=1, step=2), noise_only)
 
 
+def test_levers_choose_their_windows_independently() -> None:
+    x = windows(64)
+    changed = [
+        (BatchAugment({name: transform}, fs=FS)(x, seed=1, step=0) != x).any(-1).flatten()
+        for name, transform in {"amplitude": AmplitudeScale(p=0.5), "noise": GaussianNoise(p=0.5)}.items()
+    ]
+    assert 0 < changed[0].sum() < 64 and 0 < changed[1].sum() < 64
+    assert not torch.equal(changed[0], changed[1])
+
+
 # -- the module --------------------------------------------------------------------------------------
 class Recording(BatchAugment):
     """BatchAugment that records each call's (seed, step, batch, rank)."""

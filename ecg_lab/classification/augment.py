@@ -57,7 +57,8 @@ def sample_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 class Transform:
     """One augmentation: :meth:`apply` transforms every example of a batch with parameters drawn per
-    example; calling it keeps the result for the examples chosen with probability ``p``."""
+    example (in float32); calling it keeps the result, in the input's dtype, for the examples chosen with
+    probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = float(p)
