@@ -3,7 +3,9 @@
 The network, the loss and, unless given, the data are rebuilt from the config stored inside the
 checkpoint. Its own test split is the split manifest stored beside it: the records it names are read
 back (a missing or unreadable one is an error), never split again. ``data.split=all`` tests every
-record of a dataset instead.
+record of a dataset instead. A calibration the checkpoint holds (fitted by training, see
+:mod:`ecg_lab.classification.calibration`) is applied to the test recordings, which are scored with
+and without it.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     data_cfg = data_config(cfg, stored)
     check_fits_checkpoint(cfg, stored, data_cfg)
     model = model_from_loaded(ckpt, stored, cfg.get("model"), cfg.get("loss"))
+    if getattr(model, "calibration", None):  # test recordings are scored with it and without it
+        log.info("applying the checkpoint's calibration=%s", model.calibration["method"])
     datamodule = hydra.utils.instantiate(data_cfg)
     if hasattr(model, "classes") and tuple(datamodule.classes) != tuple(model.classes):
         raise ConfigError(

@@ -24,6 +24,7 @@ from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_
 from ecg_lab.app.outputs import KILLED, RunOutputs, read_status  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.classification.augment import build_augment  # noqa: E402
+from ecg_lab.classification.calibration import build_calibrator, calibrate_best  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,15 @@ def note_resume(outputs: RunOutputs, ckpt_path: str | None) -> None:
 
 @task_wrapper
 def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
-    """Fit, then test the best checkpoint; the run folder gets the split, the test metrics and figures;
-    returns the metrics."""
+    """Fit, calibrate the best checkpoint (``calibration``, off by default), then test it; the run folder
+    gets the split, the test metrics and figures; returns the metrics."""
     check_overrides(cfg)
     t0 = time.perf_counter()
     apply_threads(cfg.get("threads"))
     torch.set_flush_denormal(True)  # denormal gradients slow CPU LSTM backward passes several-fold
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
+    calibrator = build_calibrator(cfg.get("calibration"), model)
     note_resume(outputs, cfg.get("ckpt_path"))
     resume_split(datamodule, cfg.get("ckpt_path"))
     datamodule.prepare_data()  # generate/preprocess before loggers start (wandb must not be forked)
@@ -104,6 +106,8 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
         metrics[ckpt.monitor] = float(ckpt.best_model_score)  # sweepers score the best epoch, as tested
+    if cfg.get("train", True):  # fitted on the best checkpoint's validation recordings, stored in it
+        calibrate_best(trainer, model, datamodule, calibrator)
 
     if cfg.get("test", True):
         best = ckpt.best_model_path if ckpt is not None else ""

@@ -115,6 +115,7 @@ def model_from_loaded(
         model_cfg or stored.model, loss=hydra.utils.instantiate(loss_cfg or stored.loss)
     )
     model.load_state_dict(ckpt["state_dict"])
+    model.on_load_checkpoint(ckpt)  # what the task keeps beside its weights (a classifier's calibration)
     model.run_config = OmegaConf.to_container(stored)
     model.eval()
     return model

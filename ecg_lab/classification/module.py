@@ -16,9 +16,11 @@ from ecg_lab.app.distributed import EpochMeans, gather_rows
 from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
 from ecg_lab.classification.augment import BatchAugment
+from ecg_lab.classification.calibration import recording_scores
 from ecg_lab.classification.figures import plot_confusion_matrix
 from ecg_lab.classification.loss import WeightedCrossEntropy
-from ecg_lab.classification.metrics import confusion_matrix, official_f1, record_probabilities, window_metrics
+from ecg_lab.classification.metrics import record_probabilities, window_metrics
+from ecg_lab.edge.runtime import calibrated
 from ecg_lab.models.crnn import count_parameters
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,10 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.eval_losses = nn.ModuleDict({stage: EpochMeans(["loss"]) for stage in ("val", "test")})
         self._outputs: dict[str, list[torch.Tensor]] = {}
         self._test_metrics: dict[str, Any] = {}
+        #: per stage, the last epoch's recording probabilities and true classes (what calibration fits on)
+        self.record_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        #: the fitted calibration (ecg_lab.classification.calibration), applied to test recordings
+        self.calibration: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -141,16 +147,23 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
 
     def _recording_scores(self, stage: str) -> dict[str, Any]:
         """Recording prediction = mean of its windows' probabilities; the Challenge's F1 over them (the
-        windows of every rank, each once: the val/test samplers do not pad)."""
+        windows of every rank, each once: the val/test samplers do not pad). With a calibration, test
+        recordings are scored under it, and without it under ``<key>_uncalibrated``."""
         chunks = self._outputs.pop(stage, [])
         if not chunks:
             return {}
         out = gather_rows(torch.cat(chunks))
         k = len(self.classes)
         rec_probs, rec_targets = record_probabilities(out[:, :k], out[:, k].long(), out[:, k + 1].long())
-        cm = confusion_matrix(rec_targets.cpu().numpy(), rec_probs.argmax(1).cpu().numpy(), k)
-        scores = official_f1(cm, self.classes)
-        return {**scores, "record_confusion_matrix": cm.tolist(), "n_records": int(len(rec_targets))}
+        probs, targets = rec_probs.cpu().numpy(), rec_targets.cpu().numpy()
+        self.record_outputs[stage] = (probs, targets)
+        scores = recording_scores(targets, probs.argmax(1), self.classes)
+        if stage == "test" and self.calibration:
+            preds = calibrated(probs, self.calibration)[1]
+            uncalibrated = {f"{key}_uncalibrated": value for key, value in scores.items()}
+            scores = {**recording_scores(targets, preds, self.classes), **uncalibrated}
+            scores["calibration"] = self.calibration
+        return {**scores, "n_records": int(len(targets))}
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -175,4 +188,9 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         return TestOutcome(dict(m), figures)
 
     def checkpoint_info(self) -> dict[str, Any]:
-        return {"classes": list(self.classes)}
+        calibration = {"calibration": self.calibration} if self.calibration else {}
+        return {"classes": list(self.classes), **calibration}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's calibration (none: the argmax of the recording probabilities)."""
+        self.calibration = (checkpoint.get("ecg_lab") or {}).get("calibration")

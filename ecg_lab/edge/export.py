@@ -3,9 +3,10 @@
 
 Writes into the export folder ``<name>_weights.pth`` (the bare network's ``state_dict``),
 ``<name>_config.json`` (what :mod:`ecg_lab.edge` needs to rebuild and feed it: architecture and
-hyperparameters, task, classes, sampling rate, window, preprocessing; the source checkpoint and its
-SHA-256; the SHA-256 of itself and of each weights file), ``<name>.onnx`` (classifier: window →
-logits; VAE: decoder z → ECG, plus ``<name>_encoder.onnx``: window → mu, logvar), the edge package
+hyperparameters, task, classes, sampling rate, window, preprocessing, the checkpoint's calibration
+when it holds one; the source checkpoint and its SHA-256; the SHA-256 of itself and of each weights
+file), ``<name>.onnx`` (classifier: window → logits; VAE: decoder z → ECG, plus
+``<name>_encoder.onnx``: window → mu, logvar), the edge package
 with every ecg_lab module it imports (``ecg_lab/``, found by following its import statements from
 ``ecg_lab/edge/__main__.py``) and a README.
 
@@ -156,6 +157,8 @@ def edge_config(model: Any, stored: DictConfig, name: str, weights: str) -> dict
     if model.TASK == "classification":
         preprocess = {k: v for k, v in data["preprocess"].items() if k != "_target_"}  # type: ignore[index]
         config |= {"classes": list(model.classes), "window": preprocess["window"], "preprocess": preprocess}
+        if getattr(model, "calibration", None):  # fitted on validation; the runtime's classify applies it
+            config["calibration"] = model.calibration
     else:
         config |= {"window": int(data["window"]), "input": data["input"]}  # type: ignore[index]
     return config

@@ -3,8 +3,9 @@
 An export folder (``python -m ecg_lab.export`` / ``make pi-export``) holds ``<name>_weights.pth``
 (the bare network's state dict), ``<name>_config.json`` (format version, ecg_lab version, source
 checkpoint and its SHA-256, architecture, its hyperparameters, classes, sampling rate, window,
-preprocessing, and the SHA-256 of itself and of each weights file), ``<name>.onnx`` and a copy of this
-package with what it imports (``ecg_lab/``), so the folder runs on its own::
+preprocessing, a classifier's calibration when one was fitted, and the SHA-256 of itself and of each
+weights file), ``<name>.onnx`` and a copy of this package with what it imports (``ecg_lab/``), so the
+folder runs on its own::
 
     python -m ecg_lab.edge generate --export DIR --n 10 --out synth.csv [--png]
     python -m ecg_lab.edge classify --export DIR --record A00002.mat [--fs HZ]
@@ -62,6 +63,8 @@ REQUIRED_KEYS = ("format", "name", "architecture", "hyperparameters", "weights",
 TASK_KEYS: dict[str, tuple[str, ...]] = {"classification": ("classes", "preprocess"), "generation": ()}
 #: the keys naming weights files (state dict, ONNX graphs), each with its checksum from format 3 on
 WEIGHT_KEYS = ("weights", "onnx", "onnx_encoder")
+#: the methods of a classifier's calibration (config key ``calibration``: method and one value per class)
+CALIBRATIONS = ("prior", "thresholds")
 #: keys the runtime adds to a config it has read (not part of its checksum)
 RUNTIME_KEYS = ("export_dir",)
 REEXPORT = (
@@ -127,10 +130,27 @@ def check_config(config: dict[str, Any], path: Path) -> None:
         raise ValueError(
             f"{path}: architecture {config['architecture']!r} is not one of {sorted(ARCHITECTURES)}"
         )
+    _check_calibration(config, path)
     if checked and (config[CHECKSUMS] or {}).get("config") != config_checksum(config):
         raise ValueError(
             f"{path}: does not match the sha256 the export recorded for it (edited after the export?); "
             f"{REEXPORT}"
+        )
+
+
+def _check_calibration(config: dict[str, Any], path: Path) -> None:
+    """Refuse a classifier's calibration of an unknown method or with a value count not its classes'."""
+    calibration = config.get("calibration")
+    if calibration is None:
+        return
+    if (
+        not isinstance(calibration, dict)
+        or calibration.get("method") not in CALIBRATIONS
+        or len(calibration.get("values") or []) != len(config.get("classes") or [])
+    ):
+        raise ValueError(
+            f"{path}: 'calibration' is not a {' or '.join(CALIBRATIONS)} calibration with one value per "
+            f"class; it was edited or damaged: {REEXPORT}"
         )
 
 
@@ -383,6 +403,22 @@ def windows_of(
     return prep.windows(prep.apply(Record(Path(where).stem, x, rate, "", str(where))))
 
 
+def calibrated(probs: np.ndarray, calibration: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Recording probabilities ``(n, classes)`` under a fitted calibration, and each recording's class
+    index: ``prior`` multiplies them by ``exp(values)`` and renormalises (class: their argmax);
+    ``thresholds`` keeps them (class: argmax of ``probs - values``); None: unchanged, their argmax.
+    Fitted by :mod:`ecg_lab.classification.calibration`, which describes both."""
+    if not calibration:
+        return probs, probs.argmax(1)
+    values = np.asarray(calibration["values"], dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    if calibration["method"] == "prior":
+        weighted = p * np.exp(values)
+        p = weighted / weighted.sum(1, keepdims=True)
+        return p, p.argmax(1)
+    return p, (p - values).argmax(1)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -392,16 +428,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def classify(
     model: EdgeModel, signal: np.ndarray, fs: float | None = None, where: str | Path = "recording"
 ) -> dict[str, Any]:
-    """The recording's class (mean of its windows' probabilities), its probabilities and window count;
-    ``fs``: its rate, when not the export's."""
+    """The recording's class (mean of its windows' probabilities, under the export's calibration when
+    it has one: :func:`calibrated`), its probabilities and window count; ``fs``: its rate, when not the
+    export's."""
     probs = softmax(model.logits(windows_of(model.config, signal, fs, where)))
-    mean = probs.mean(0)
+    calibration = model.config.get("calibration")
+    mean, pred = calibrated(probs.mean(0, keepdims=True), calibration)
     classes = model.config["classes"]
-    return {
-        "class": classes[int(mean.argmax())],
-        "probabilities": dict(zip(classes, mean.astype(np.float64).round(4).tolist(), strict=True)),
+    result = {
+        "class": classes[int(pred[0])],
+        "probabilities": dict(zip(classes, mean[0].astype(np.float64).round(4).tolist(), strict=True)),
         "windows": int(len(probs)),
     }
+    return result | ({"calibration": calibration["method"]} if calibration else {})
 
 
 def write_csv(path: str | Path, signals: np.ndarray, fs: float) -> None:
