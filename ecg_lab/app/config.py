@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+
+from ecg_lab.errors import UserError
 
 # conf/ beside the package; absolute, so console scripts and `python -m` find it alike
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -56,6 +59,17 @@ def register_resolvers() -> None:
     for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def instantiate_node(node: DictConfig) -> Any:
+    """``hydra.utils.instantiate(node)``; a :class:`~ecg_lab.errors.UserError` its target raises (a bad
+    value, named by key) comes through as itself, not wrapped in Hydra's InstantiationException."""
+    try:
+        return hydra.utils.instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
 
 
 def instantiate_list(group: DictConfig | None, **kwargs: Any) -> list[Any]:

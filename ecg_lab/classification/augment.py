@@ -16,12 +16,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import hydra
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from ecg_lab.errors import ConfigError, UserError
+from ecg_lab.app.config import instantiate_node
+from ecg_lab.errors import ConfigError
 
 Range = tuple[float, float]
 
@@ -250,9 +249,4 @@ def build_augment(cfg: DictConfig | None) -> BatchAugment | None:
     naming its key, not Hydra's wrapped traceback."""
     if not cfg:
         return None
-    try:
-        return hydra.utils.instantiate(cfg)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
+    return instantiate_node(cfg)

@@ -29,17 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import hydra
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from ecg_lab.app.checkpoints import read_checkpoint
+from ecg_lab.app.config import instantiate_node
 from ecg_lab.classification.metrics import confusion_matrix, official_f1
 from ecg_lab.edge.runtime import calibrated
-from ecg_lab.errors import ConfigError, UserError
+from ecg_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +119,7 @@ def build_calibrator(cfg: DictConfig | None, model: Any) -> Calibrator | None:
             f"calibration={cfg.get('method')} is for classifiers, but the model is a "
             f"{getattr(model, 'TASK', 'unknown')} model; use calibration=none"
         )
-    try:
-        return hydra.utils.instantiate(cfg)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
+    return instantiate_node(cfg)
 
 
 def store_calibration(ckpt_path: str | Path, calibration: dict[str, Any]) -> None:
