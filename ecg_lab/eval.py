@@ -6,6 +6,9 @@ back (a missing or unreadable one is an error), never split again. ``data.split=
 record of a dataset instead. A calibration the checkpoint holds (fitted by training, see
 :mod:`ecg_lab.classification.calibration`) is applied to the test recordings, which are scored with
 and without it.
+
+``ckpt_path=[a.ckpt,b.ckpt]`` tests an ensemble: each member rebuilt from its own config, their window
+probabilities averaged (:mod:`ecg_lab.classification.ensemble`, which says what members must share).
 """
 
 from __future__ import annotations
@@ -23,22 +26,36 @@ import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded, stored_manifest  # noqa: E402
-from ecg_lab.app.checks import check_model_fits_data, check_overrides, warn_if_signals_differ  # noqa: E402
+from ecg_lab.app.checkpoints import (  # noqa: E402
+    checkpoint_paths,
+    load_checkpoint,
+    model_from_loaded,
+    stored_manifest,
+)
+from ecg_lab.app.checks import (  # noqa: E402
+    check_model_fits_data,
+    check_overrides,
+    task_of,
+    warn_if_signals_differ,
+)
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list  # noqa: E402
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.classification.ensemble import Member, check_members_agree, ensemble_classifier  # noqa: E402
+from ecg_lab.data.splits import SplitManifest  # noqa: E402
 from ecg_lab.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def own_split(datamodule: Any, ckpt: dict[str, Any], ckpt_path: str, data_cfg: DictConfig) -> None:
-    """Give ``datamodule`` the checkpoint's split manifest, unless the data config sets its own
-    (``data.manifest``) or tests every record (``data.split=all``)."""
-    if data_cfg.get("split") == "all" or data_cfg.get("manifest") is not None:
-        return
+def own_tests(data_cfg: DictConfig) -> bool:
+    """Whether the test split is the checkpoint's own (neither ``data.split=all`` nor ``data.manifest``)."""
+    return data_cfg.get("split") != "all" and data_cfg.get("manifest") is None
+
+
+def required_manifest(ckpt: dict[str, Any], ckpt_path: str) -> SplitManifest:
+    """The checkpoint's split manifest; ConfigError naming ``ckpt_path`` when it stores none."""
     manifest = stored_manifest(ckpt)
     if manifest is None:
         raise ConfigError(
@@ -46,7 +63,14 @@ def own_split(datamodule: Any, ckpt: dict[str, Any], ckpt_path: str, data_cfg: D
             "cannot be read back; pass data.manifest=<its run folder>/split.csv, or data.split=all to "
             "test every record"
         )
-    datamodule.use_manifest(manifest)
+    return manifest
+
+
+def own_split(datamodule: Any, ckpt: dict[str, Any], ckpt_path: str, data_cfg: DictConfig) -> None:
+    """Give ``datamodule`` the checkpoint's split manifest, unless the data config sets its own
+    (``data.manifest``) or tests every record (``data.split=all``)."""
+    if own_tests(data_cfg):
+        datamodule.use_manifest(required_manifest(ckpt, ckpt_path))
 
 
 def data_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
@@ -58,7 +82,9 @@ def data_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
     return data_cfg
 
 
-def check_fits_checkpoint(cfg: DictConfig, stored: DictConfig, data_cfg: DictConfig) -> None:
+def check_fits_checkpoint(
+    cfg: DictConfig, stored: DictConfig, data_cfg: DictConfig, ckpt_path: str | None = None
+) -> None:
     """ConfigError when the data (or a given model or loss) is for another task than the checkpoint's
     model, or its window is too short for the network; warnings for signal settings that differ."""
     run_cfg = OmegaConf.create(
@@ -68,33 +94,76 @@ def check_fits_checkpoint(cfg: DictConfig, stored: DictConfig, data_cfg: DictCon
             "data": data_cfg,
         }
     )
-    check_model_fits_data(run_cfg, ckpt_path=str(cfg.ckpt_path))
+    check_model_fits_data(run_cfg, ckpt_path=ckpt_path or str(cfg.ckpt_path))
     if cfg.get("data") is not None:
         warn_if_signals_differ(cfg.data, stored.data)
+
+
+def load_members(cfg: DictConfig) -> list[Member]:
+    """Every checkpoint ``ckpt_path`` names (one, or an ensemble's members), loaded."""
+    return [Member(path, *load_checkpoint(path)) for path in checkpoint_paths(cfg.ckpt_path)]
+
+
+def check_ensemble(members: list[Member], data_cfg: DictConfig) -> None:
+    """ConfigError unless the members are classifiers that agree (see :func:`check_members_agree`)."""
+    for member in members:
+        if task_of(member.stored.model) != "classification":
+            raise ConfigError(
+                f"ckpt_path member {member.path} holds a {task_of(member.stored.model)} model; an "
+                "ensemble averages classifiers' probabilities: list classification checkpoints only"
+            )
+    manifests = [required_manifest(m.ckpt, m.path) for m in members] if own_tests(data_cfg) else None
+    check_members_agree(members, manifests)
+
+
+def model_to_test(cfg: DictConfig, members: list[Member]) -> pl.LightningModule:
+    """The model to test: the one checkpoint's, or the ensemble of the members (uncalibrated)."""
+    models = [model_from_loaded(m.ckpt, m.stored, cfg.get("model"), cfg.get("loss")) for m in members]
+    if len(models) > 1:
+        log.info("testing an ensemble of %d checkpoints (mean of their window probabilities)", len(models))
+        return ensemble_classifier(models, [m.path for m in members])
+    if getattr(models[0], "calibration", None):  # test recordings are scored with it and without it
+        log.info("applying the checkpoint's calibration=%s", models[0].calibration["method"])
+    return models[0]
+
+
+def checkpoint_fields(members: list[Member]) -> dict[str, Any]:
+    """``test_metrics.json``'s record of what was tested: the checkpoint (null for an ensemble), every
+    member, their number and model name(s)."""
+    paths = [str(Path(m.path).resolve()) for m in members]
+    names = dict.fromkeys(str(m.stored.get("model_name")) for m in members)
+    return {
+        "ckpt_path": paths[0] if len(paths) == 1 else None,
+        "ckpt_paths": paths,
+        "ensemble_size": len(paths),
+        "model_name": members[0].stored.get("model_name") if len(names) == 1 else "+".join(names),
+    }
 
 
 @task_wrapper
 def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Test the checkpoint on the configured data and write ``test_metrics.json`` and plots."""
-    check_overrides(cfg)
+    check_overrides(cfg, ensemble=True)
     if not cfg.get("ckpt_path"):
         raise ConfigError(
             "ckpt_path is required: python -m ecg_lab.eval ckpt_path=outputs/.../checkpoints/last.ckpt"
         )
     apply_threads(cfg.get("threads"))
-    ckpt, stored = load_checkpoint(cfg.ckpt_path)
-    data_cfg = data_config(cfg, stored)
-    check_fits_checkpoint(cfg, stored, data_cfg)
-    model = model_from_loaded(ckpt, stored, cfg.get("model"), cfg.get("loss"))
-    if getattr(model, "calibration", None):  # test recordings are scored with it and without it
-        log.info("applying the checkpoint's calibration=%s", model.calibration["method"])
+    members = load_members(cfg)
+    first = members[0]
+    data_cfg = data_config(cfg, first.stored)
+    if len(members) > 1:
+        check_ensemble(members, data_cfg)
+    for member in members:
+        check_fits_checkpoint(cfg, member.stored, data_cfg, member.path)
+    model = model_to_test(cfg, members)
     datamodule = hydra.utils.instantiate(data_cfg)
     if hasattr(model, "classes") and tuple(datamodule.classes) != tuple(model.classes):
         raise ConfigError(
             f"data.classes={list(datamodule.classes)} differ from the checkpoint's {list(model.classes)}; "
             "evaluate on data with the classes it was trained on"
         )
-    own_split(datamodule, ckpt, cfg.ckpt_path, data_cfg)
+    own_split(datamodule, first.ckpt, first.path, data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
     outputs.data_files(datamodule)
@@ -105,8 +174,7 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     )
     extra = {
         "task_name": cfg.task_name,
-        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-        "model_name": stored.get("model_name"),
+        **checkpoint_fields(members),
         "data": data_cfg.get("name"),
         "data_root": str(datamodule.record_root())
         if hasattr(datamodule, "record_root")

@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ecg_lab.data.splits import SplitManifest
 from ecg_lab.errors import ConfigError, MissingFileError, first_line
@@ -41,6 +41,18 @@ class CarriesRun:
 
 #: why torch could not load a file that is not the zip archive ``torch.save`` writes
 NOT_A_TORCH_FILE = "not the zip archive torch.save writes: truncated, damaged or another kind of file"
+
+
+def checkpoint_paths(value: Any) -> list[str]:
+    """Config key ``ckpt_path`` as a list of paths: a list (an ensemble) as given, one path as a list of
+    one; a string ``[a.ckpt,b.ckpt]`` naming no file (a quoted Hydra value, as ``make pi-export`` passes)
+    is split at its commas."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    text = str(value)
+    if text.startswith("[") and text.endswith("]") and not Path(text).exists():
+        return [part.strip() for part in text[1:-1].split(",") if part.strip()]
+    return [text]
 
 
 def checkpoint_file(path: str | Path) -> Path:

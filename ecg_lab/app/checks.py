@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ecg_lab.app.checkpoints import checkpoint_file
+from ecg_lab.app.checkpoints import checkpoint_file, checkpoint_paths
 from ecg_lab.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,20 @@ def choice(group: str, node: DictConfig) -> str:
     return str(name or str(node.get("_target_", "?")).rsplit(".", 1)[-1])
 
 
-def check_overrides(cfg: DictConfig) -> None:
+def check_overrides(cfg: DictConfig, ensemble: bool = False) -> None:
     """Every check a composed config gets before any data is read (ConfigError naming the key): value
-    types, ``ckpt_path``, and, where the config has both, data and model that fit together."""
+    types, ``ckpt_path`` (a list of checkpoints only where ``ensemble``), and, where the config has
+    both, data and model that fit together."""
     check_types(cfg)
     if cfg.get("ckpt_path"):
-        checkpoint_file(str(cfg.ckpt_path))
+        paths = checkpoint_paths(cfg.ckpt_path)
+        if not ensemble and (isinstance(cfg.ckpt_path, ListConfig) or len(paths) > 1):
+            raise ConfigError(
+                f"ckpt_path={paths} is a list; only python -m ecg_lab.eval takes a list (an ensemble's "
+                "members): give one .ckpt file"
+            )
+        for path in paths:
+            checkpoint_file(path)
     if cfg.get("model") is not None and cfg.get("data") is not None:
         check_model_fits_data(cfg)
 
