@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ecg_lab.data.cache import pid_alive
 from ecg_lab.errors import UserError
 
 if TYPE_CHECKING:
@@ -73,13 +74,7 @@ def process_alive(pid: Any, host: Any) -> bool | None:
     """Whether process ``pid`` on ``host`` still runs (None: unknown, another host or no pid)."""
     if not isinstance(pid, int) or host != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:

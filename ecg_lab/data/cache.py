@@ -151,7 +151,8 @@ def make_build_dir(parent: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}@{socket.gethostname()}-", dir=parent))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -166,7 +167,7 @@ def _is_stale(path: Path) -> bool:
     owner cannot be checked (another host, another system, no owner in its name)."""
     match = _TMP_NAME.match(path.name)
     if match and os.name == "posix" and match["host"] == socket.gethostname():
-        return not _pid_alive(int(match["pid"]))
+        return not pid_alive(int(match["pid"]))
     if match or _LEGACY_TMP_NAME.match(path.name):
         try:
             return time.time() - path.stat().st_mtime > STALE_AFTER_S
