@@ -47,8 +47,8 @@ class MeanProbabilities(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(nets)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.stack([torch.log_softmax(net(x).float(), dim=1) for net in self.members])
+    def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([torch.log_softmax(net(x, **inputs).float(), dim=1) for net in self.members])
         return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 

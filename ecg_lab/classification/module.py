@@ -25,6 +25,16 @@ from ecg_lab.models.crnn import count_parameters
 
 log = logging.getLogger(__name__)
 
+#: a batch: ``(x, y, record)`` or ``(x, y, record, inputs)``, where ``inputs`` is a dict of further
+#: named network inputs (e.g. ``lengths`` of padded whole recordings, ``rr`` interval features)
+Batch = tuple[torch.Tensor, ...] | tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+
+
+def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(x, y, record, inputs)`` of a batch; ``inputs`` is empty when the batch has no fourth element."""
+    x, y, rec, *rest = batch
+    return x, y, rec, (rest[0] if rest else {})  # type: ignore[return-value]
+
 
 class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     """Trains ``net`` with ``loss``; logs weighted F1, AUROC, accuracy, per-class sensitivity and
@@ -68,8 +78,8 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         #: the fitted calibration (ecg_lab.classification.calibration), applied to test recordings
         self.calibration: dict[str, Any] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(x, **inputs)
 
     # -- set-up ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -89,10 +99,10 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
                 )
 
     # -- steps -------------------------------------------------------------------------------
-    def batch_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def batch_loss(self, batch: Batch) -> torch.Tensor:
         """The loss of one batch, as training computes it (what the backend check differentiates)."""
-        x, y, _ = batch
-        return self.loss(self(x), y)
+        x, y, _, inputs = split_batch(batch)
+        return self.loss(self(x, **inputs), y)
 
     def augmented(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """A training batch through ``augment``, its draws from (run seed, global step, batch, rank)."""
@@ -101,18 +111,18 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         seed = self.augment_seed if self.augment_seed is not None else torch.initial_seed() % 2**63
         return self.augment(x, seed, self.global_step, batch_idx, self.global_rank)
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
-        logits = self(self.augmented(x, batch_idx))
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x, y, _, inputs = split_batch(batch)
+        logits = self(self.augmented(x, batch_idx), **inputs)
         loss = self.loss(logits, y)
         self.train_metrics(logits.detach(), y)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, ...]) -> None:
-        x, y, rec = batch
-        logits = self(x)
+    def _eval_step(self, stage: str, batch: Batch) -> None:
+        x, y, rec, inputs = split_batch(batch)
+        logits = self(x, **inputs)
         self.eval_losses[stage].log(self, stage, {"loss": self.loss(logits, y)}, len(y), prog_bar=["loss"])
         probs = torch.softmax(logits.float(), dim=1)
         getattr(self, f"{stage}_metrics").update(probs, y)
@@ -120,10 +130,10 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             torch.cat([probs, y[:, None].float(), rec[:, None].float()], 1)
         )
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step("test", batch)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ steps, goes to the RNN); ``rnn=None`` drops the RNN (CNN features are average-po
 ``seq_len`` pools the CNN output to a fixed number of time steps; ``readout`` picks the last
 state, the mean of all outputs or an attention-weighted sum; ``residual`` adds the pooled CNN
 features to the readout; ``layer_norm`` normalises the RNN outputs; ``conv_dropout`` adds dropout
-after each conv block (as the source's plain PyTorch loop had), ``dropout`` before the head.
+after each conv block (as the source's plain PyTorch loop had), ``dropout`` before the head;
+``extra_features`` widens the head for per-recording features given as ``forward(x, rr=...)``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class CRNN(nn.Module):
         readout: str = "last",
         residual: bool = False,
         dropout: float = 0.3,
+        extra_features: int = 0,
     ) -> None:
         super().__init__()
         if not (len(conv_channels) == len(kernel_sizes) == len(pool_sizes)):
@@ -95,7 +97,8 @@ class CRNN(nn.Module):
         self.residual = nn.Linear(feat, out_dim) if residual and feat != out_dim else None
         self.use_residual = residual
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(out_dim, num_classes)
+        self.extra_features = extra_features
+        self.head = nn.Linear(out_dim + extra_features, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """CNN features as a sequence ``(batch, steps, channels)``."""
@@ -110,7 +113,24 @@ class CRNN(nn.Module):
             )
         return self.seq_pool(self.cnn(x)).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, rr: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``(batch, num_classes)``; ``rr`` ``(batch, extra_features)`` joins the embedding."""
+        z = self.drop(self.embed(x, lengths))
+        if self.extra_features:
+            if rr is None or rr.shape[-1] != self.extra_features:
+                got = None if rr is None else tuple(rr.shape)
+                raise ValueError(
+                    f"model.net.extra_features={self.extra_features} needs an rr input of that width "
+                    f"(got {got}); turn on the data's RR features or set model.net.extra_features=0"
+                )
+            z = torch.cat([z, rr.to(z.dtype)], dim=-1)
+        return self.head(z)
+
+    def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The readout ``(batch, out_dim)`` the head classifies. ``lengths``: each item's valid samples
+        when ``x`` is padded (None: all valid)."""
         f = self.features(x)
         if self.rnn is None:
             z = f.mean(dim=1)
@@ -131,7 +151,7 @@ class CRNN(nn.Module):
             if self.use_residual:
                 pooled = f.mean(dim=1)
                 z = z + (self.residual(pooled) if self.residual is not None else pooled)
-        return self.head(self.drop(z))
+        return z
 
 
 def count_parameters(module: nn.Module) -> int:
