@@ -21,8 +21,10 @@ from ecg_lab.app.checkpoints import read_checkpoint, stored_manifest  # noqa: E4
 from ecg_lab.app.checks import check_overrides, check_task_config  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list, ranks_start_in_this_job, to_container  # noqa: E402
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.hardware import describe  # noqa: E402
 from ecg_lab.app.outputs import KILLED, RunOutputs, read_status  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.callbacks.history import MetricsHistory  # noqa: E402
 from ecg_lab.classification.augment import build_augment  # noqa: E402
 from ecg_lab.classification.calibration import build_calibrator, calibrate_best  # noqa: E402
 
@@ -120,11 +122,19 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
             "seed": cfg.seed,
             "ckpt_path": best or None,
             "epochs": trainer.current_epoch,
-            "wall_time_s": round(time.perf_counter() - t0, 2),
+            # this process, plus the training time of the epochs a resumed checkpoint brought along
+            "wall_time_s": round(time.perf_counter() - t0 + resumed_seconds(trainer), 2),
+            "hardware": describe(type(trainer.accelerator).__name__, int(trainer.num_devices)),
         }
         tested = outputs.test_results(trainer, model, datamodule, extra, ckpt_path=best or None)
         metrics.update({f"test/{k}": v for k, v in tested.items() if isinstance(v, float)})
     return metrics
+
+
+def resumed_seconds(trainer: pl.Trainer) -> float:
+    """Training time the resumed checkpoint's epochs took in earlier processes (0 for a fresh run)."""
+    history = [cb for cb in trainer.callbacks if isinstance(cb, MetricsHistory)]  # type: ignore[attr-defined]
+    return history[0].resumed_s if history else 0.0
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -203,3 +203,28 @@ def test_cli_errors_name_the_dir(tmp_path: Path) -> None:
     (tmp_path / "empty/sub").mkdir(parents=True)
     with pytest.raises(SystemExit, match="no run folders.*empty"):
         main([str(tmp_path / "empty")])
+
+
+def test_ablation_columns_and_hardware(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--metrics`` picks the columns (the issue-13 ablation table); the hardware runs used is shown."""
+    for i, seed in enumerate((1, 2)):
+        run = make_run(tmp_path / f"runs/{seed}", f1=0.7, seed=seed)
+        metrics = json.loads((run / "test_metrics.json").read_text())
+        metrics |= {"F1_N": 0.8 + 0.1 * i, "F1_A": 0.6, "F1_O": 0.5, "hardware": "cpu: AMD EPYC, 1 thread"}
+        (run / "test_metrics.json").write_text(json.dumps(metrics))
+    assert main([str(tmp_path / "runs"), "--metrics", "official_f1,F1_N,F1_A,F1_O,f1"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[2:5]
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[3:] == [
+        "official F1",
+        "F1 N",
+        "F1 A",
+        "F1 O",
+        "test weighted F1",
+        "params",
+        "epochs",
+        "wall time (min)",
+        "hardware",
+    ]
+    assert "sens. N" not in header and "AUROC" not in header
+    assert "0.850 ± 0.071" in row and "cpu: AMD EPYC, 1 thread" in row

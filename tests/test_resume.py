@@ -85,6 +85,13 @@ def test_resume_into_new_folder_ends_where_uninterrupted_run_ends(runs: dict[str
     status = json.loads((resumed_dir / "run_status.json").read_text())
     assert status["status"] == "completed"
     assert status["resumed_from"]["status"] == "killed"
+    # the wall time counts the killed process's epochs too: their time rides in the history rows
+    with (resumed_dir / "metrics_history.csv").open() as f:
+        times = [float(r["time_s"]) for r in csv.DictReader(f)]
+    assert times == sorted(times) and times[0] > 0
+    metrics = json.loads((resumed_dir / "test_metrics.json").read_text())
+    assert metrics["wall_time_s"] > times[2] + status["wall_time_s"] * 0.5  # epochs 1-3 ran before the kill
+    assert metrics["hardware"].startswith("cpu: ") and metrics["hardware"].endswith("1 thread")
 
 
 def test_best_score_survives_a_resume_into_a_new_folder(runs: dict[str, Path], tmp_path: Path) -> None:

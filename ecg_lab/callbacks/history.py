@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def plot_training_curves(
 
 
 class MetricsHistory(Callback):
-    """Collects epoch-level scalars (train and val) whatever logger is used."""
+    """Collects epoch-level scalars (train and val) whatever logger is used, and ``time_s``: the
+    training wall time up to each epoch's end (its validation included), summed across resumes."""
 
     def __init__(self, output_dir: str | Path, curves: Sequence[str] | None = None) -> None:
         """``curves``: the metrics drawn (null: the module's ``CURVES``, e.g. loss and f1 for classifiers)."""
@@ -41,6 +43,8 @@ class MetricsHistory(Callback):
         self.curves = tuple(curves) if curves else None
         self.rows: list[dict[str, float]] = []
         self._batches = 0
+        self._epoch_t0 = time.perf_counter()
+        self.resumed_s = 0.0  # training time of the epochs a resumed checkpoint brought along
 
     def state_dict(self) -> dict[str, list[dict[str, float]]]:
         """The rows so far ride in every checkpoint, so a resumed run keeps its earlier epochs."""
@@ -48,11 +52,17 @@ class MetricsHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
+        self.resumed_s = self.elapsed_s()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._batches = 0
+        self._epoch_t0 = time.perf_counter()
         # rows of epochs from this one on came from an interrupted run (a checkpoint of an earlier epoch)
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]
+
+    def elapsed_s(self) -> float:
+        """Training wall time of the epochs recorded so far (earlier processes' included)."""
+        return float(self.rows[-1].get("time_s", 0.0)) if self.rows else 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         self._batches += 1
@@ -62,6 +72,7 @@ class MetricsHistory(Callback):
         if trainer.sanity_checking or trainer.global_rank != 0 or self._batches == 0:
             return
         row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        row["time_s"] = round(self.elapsed_s() + time.perf_counter() - self._epoch_t0, 2)
         row |= {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and "/" in k}
         self.rows.append(row)
         self.write()
@@ -70,7 +81,8 @@ class MetricsHistory(Callback):
         """Write ``metrics_history.csv`` (one row per epoch)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / "metrics_history.csv"
-        keys = sorted({k for r in self.rows for k in r} - {"epoch", "step"})
+        keys = sorted({k for r in self.rows for k in r} - {"epoch", "step", "time_s"})
+        keys += ["time_s"] if any("time_s" in r for r in self.rows) else []
         with path.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["epoch", "step", *keys])

@@ -247,9 +247,10 @@ def _class_names(runs: Sequence[Run]) -> list[str]:
     return names
 
 
-def metric_keys(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
-    """The metrics a table reports: weighted F1, AUROC, accuracy, official F1, per-class sensitivity."""
-    keys = [*BASE_METRICS, *(f"sensitivity_{c}" for c in _class_names(runs))]
+def metric_keys(runs: Sequence[Run], extra: Sequence[str] = (), only: Sequence[str] = ()) -> list[str]:
+    """The metrics a table reports: ``only`` when given, else weighted F1, AUROC, accuracy, official F1
+    and per-class sensitivity; then ``extra``."""
+    keys = list(only) or [*BASE_METRICS, *(f"sensitivity_{c}" for c in _class_names(runs))]
     return keys + [k for k in extra if k not in keys]
 
 
@@ -257,8 +258,8 @@ def _run_table(runs: Sequence[Run], columns: Sequence[str]) -> pd.DataFrame:
     """One row per run: configuration, model, status, seed, fold and the ``columns`` of its test
     metrics as numbers (NaN where missing, not numeric or not finite)."""
     info = pd.DataFrame(
-        [(r.configuration, r.model, r.status, r.seed, r.fold) for r in runs],
-        columns=["configuration", "model", "status", "seed", "fold"],
+        [(r.configuration, r.model, r.status, r.seed, r.fold, r.metrics.get("hardware")) for r in runs],
+        columns=["configuration", "model", "status", "seed", "fold", "hardware"],
     ).astype({"seed": "Int64", "fold": "Int64"})
     values = pd.DataFrame.from_records([r.metrics for r in runs], columns=list(columns), index=info.index)
     values = values.apply(pd.to_numeric, errors="coerce").astype(float)
@@ -270,7 +271,7 @@ def _joined(values: pd.Series) -> str:
 
 
 def aggregate(
-    runs: Sequence[Run], extra_metrics: Sequence[str] = (), sort: str = "f1"
+    runs: Sequence[Run], extra_metrics: Sequence[str] = (), sort: str = "f1", only: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
     """One row per configuration: counts, seeds, folds, and ``<metric>_mean`` / ``<metric>_std``.
 
@@ -278,7 +279,7 @@ def aggregate(
     """
     if not runs:
         return []
-    keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics)
+    keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics, only)
     table = _run_table(runs, [*keys, "n_params", "epochs", "wall_time_s"])
     configurations = table.groupby("configuration", sort=False)
     done = table[table["status"] == COMPLETED].groupby("configuration")
@@ -297,10 +298,11 @@ def aggregate(
             "n_params": done["n_params"].median(),
             "epochs": done["epochs"].mean(),
             "wall_time_min": done["wall_time_s"].mean() / 60,
+            "hardware": done["hardware"].agg(_joined).astype(object),
         },
         index=configurations.size().index,
     )
-    summary = summary.join(stats).fillna({"seeds": "", "folds": ""}).reset_index()
+    summary = summary.join(stats).fillna({"seeds": "", "folds": "", "hardware": ""}).reset_index()
     n_params = [None if math.isnan(v) else int(v) for v in summary["n_params"]]
     summary["n_params"] = pd.Series(n_params, index=summary.index, dtype=object)
     summary = summary.sort_values("configuration")
@@ -338,8 +340,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Se
     header = ["configuration", "runs", "seeds"]
     show_folds = any(r["folds"] for r in rows)
     header += ["folds"] if show_folds else []
-    header += [LABELS.get(k, k.replace("sensitivity_", "sens. ")) for k in keys]
+    header += [LABELS.get(k, k.replace("sensitivity_", "sens. ").replace("F1_", "F1 ")) for k in keys]
     header += ["params", "epochs", "wall time (min)"]
+    show_hardware = any(r.get("hardware") for r in rows)
+    header += ["hardware"] if show_hardware else []
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|",
@@ -360,6 +364,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Se
             _fmt_number(r["epochs"]),
             _fmt_number(r["wall_time_min"]),
         ]
+        cells += [r.get("hardware") or "–"] if show_hardware else []
         lines.append("| " + " | ".join(cells) + " |")
     bad = sorted((r for r in runs if r.status != COMPLETED), key=lambda r: str(r.path))
     lines += ["", "## Failed runs", ""]
@@ -441,12 +446,14 @@ def write_report(
     extra_metrics: Sequence[str] = (),
     sort: str = "f1",
     curve_key: str = "val/f1",
+    only: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Write the CSV and markdown tables and both plots into ``out_dir``; returns their paths."""
+    """Write the CSV and markdown tables and both plots into ``out_dir``; returns their paths.
+    ``only``: the metric columns instead of the default ones."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(runs, extra_metrics, sort)
-    keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics)
+    rows = aggregate(runs, extra_metrics, sort, only)
+    keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics, only)
     md = out / "results_table.md"
     md.write_text("# Results\n\n" + markdown_table(rows, runs, keys))
     return {
