@@ -13,7 +13,7 @@ MODEL ?= cnn_lstm
 SEEDS ?= 42,123,1
 RUNS ?= multirun
 
-.PHONY: venv train eval test test-slow test-all lint bench clean ablation seeds report pi-export
+.PHONY: venv train eval aggregate test test-slow test-all lint bench clean ablation seeds report pi-export
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ train: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m ecg_lab.eval $(ARGS)
 
+# a learned aggregator over a window checkpoint's embeddings: make aggregate ARGS="ckpt_path=..."
+aggregate: $(STAMP)
+	$(PY) -m ecg_lab.aggregate $(ARGS)
+
 # the twelve classifier configs of conf/model/ (MODELS), one Hydra multirun
 ablation: $(STAMP)
 	$(PY) -m ecg_lab.train -m $(ARGS) data=$(DATA) 'model=$(MODELS)'
@@ -43,11 +47,12 @@ report: $(STAMP)
 	$(PY) -m ecg_lab.report $(RUNS) $(ARGS)
 
 # the hand-off to an edge device: make pi-export CKPT=outputs/.../checkpoints/best-epoch012.ckpt
+# (an ensemble in one folder: CKPT='[runs/s1/checkpoints/last.ckpt,runs/s2/checkpoints/last.ckpt]')
 # CKPT goes to Hydra as a quoted value (each ' escaped as \', a \ before one doubled), passed to the
 # shell as one word ('...', each ' written '\''), so spaces, quotes and $ in the path arrive intact
 CKPT_OVERRIDE = ckpt_path='$(subst ',\',$(subst \',\\',$(value CKPT)))'
 pi-export: $(STAMP)
-	@test -n '$(subst ','\'',$(value CKPT))' || { echo "usage: make pi-export CKPT=path/to/checkpoint.ckpt [ARGS=out_dir=DIR]"; exit 2; }
+	@test -n '$(subst ','\'',$(value CKPT))' || { echo "usage: make pi-export CKPT=path/to/checkpoint.ckpt (or CKPT='[a.ckpt,b.ckpt]', an ensemble) [ARGS=out_dir=DIR]"; exit 2; }
 	$(PY) -m ecg_lab.export '$(subst ','\'',$(CKPT_OVERRIDE))' $(ARGS)
 
 test: $(STAMP)

@@ -246,7 +246,8 @@ def bench_one(
                 effect = accuracy_effect(runs, stored, config["classes"], args.cache_dir)
             else:
                 effect = fidelity_effect(runs, net, stored, args.cache_dir, args.fidelity_windows)
-    seconds = f"{config['window'] / config['fs']:g}-s"
+    rate = config.get("preprocess", {}).get("resample_to") or config["fs"]  # the windows' rate
+    seconds = f"{config['window'] / rate:g}-s"
     unit = f"one {seconds} {'window' if task == 'classification' else 'ECG'} ({config['window']} samples)"
     eager = ms["torch eager"]
     rows = [[k, f"{v:.3f}", f"{eager / v:.2f}x"] for k, v in ms.items()]

@@ -79,6 +79,8 @@ def data_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
     with open_dict(data_cfg):
         data_cfg.cache_dir = cfg.paths.cache_dir
         data_cfg.pop("run_dir", None)  # checkpoints before 0.2: the run writer owns the run folder now
+        if data_cfg.get("features") is None and stored.data.get("features") is not None:
+            data_cfg.features = stored.data.features  # the network's per-recording inputs (features=rr)
     return data_cfg
 
 

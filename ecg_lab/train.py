@@ -19,7 +19,13 @@ from omegaconf import DictConfig  # noqa: E402
 
 from ecg_lab.app.checkpoints import read_checkpoint, stored_manifest  # noqa: E402
 from ecg_lab.app.checks import check_overrides, check_task_config  # noqa: E402
-from ecg_lab.app.config import CONFIG_DIR, instantiate_list, ranks_start_in_this_job, to_container  # noqa: E402
+from ecg_lab.app.config import (  # noqa: E402
+    CONFIG_DIR,
+    instantiate_list,
+    instantiate_node,
+    ranks_start_in_this_job,
+    to_container,
+)
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.hardware import describe  # noqa: E402
 from ecg_lab.app.outputs import KILLED, RunOutputs, read_status  # noqa: E402
@@ -27,6 +33,7 @@ from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.callbacks.history import MetricsHistory  # noqa: E402
 from ecg_lab.classification.augment import build_augment  # noqa: E402
 from ecg_lab.classification.calibration import build_calibrator, calibrate_best  # noqa: E402
+from ecg_lab.classification.recordings import check_augment  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,8 @@ log = logging.getLogger(__name__)
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Data and model from config; the model carries the resolved config for its checkpoints."""
     check_task_config(cfg)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    check_augment(cfg)  # augment=... with whole recordings (data.recordings): refused
+    datamodule = instantiate_node(cfg.data)  # a bad data value: its one-line ConfigError
     augment = build_augment(cfg.get("augment"))  # training batches only; eval builds the model without
     extra = {"augment": augment} if augment is not None else {}
     model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss), **extra)

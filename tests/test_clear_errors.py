@@ -97,8 +97,13 @@ def every_config() -> list[tuple[str, list[str]]]:
     model of the option's task)."""
     vae = ["experiment=lstm_vae"]
     train = [[f"model={m}"] for m in options("model") if m != "lstm_vae"] + [vae]
-    train += [[f"data={d}"] for d in ("synthetic", "physionet2017")]
-    train += [[*vae, f"data={d}"] for d in options("data") if d not in ("synthetic", "physionet2017")]
+    classifying = (
+        *("synthetic", "synthetic_records"),
+        *("physionet2017", "physionet2017_150hz", "physionet2017_records"),
+    )
+    train += [[f"data={d}"] for d in classifying]
+    train += [[*vae, f"data={d}"] for d in options("data") if d not in classifying]
+    train += [["features=rr", f"data={d}"] for d in classifying]
     train += [[f"{group}={name}"] for group in ("experiment", "debug", "trainer", "logger", "callbacks")
               for name in options(group)]  # fmt: skip
     train += [["loss=morph_mse", *vae], ["hparams_search=optuna"], ["threads=1", "seed=7"]]

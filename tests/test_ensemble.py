@@ -1,6 +1,6 @@
 """Ensembles in ``ecg_lab.eval`` (``ckpt_path=[a.ckpt,b.ckpt]``): the members' window probabilities
-averaged, a one-member list the same as a plain ``ckpt_path``, members that differ refused, and
-``ecg_lab.export`` refusing a list."""
+averaged, a one-member list the same as a plain ``ckpt_path`` and members that differ refused (ensembles
+in ``ecg_lab.export``: tests/test_edge_ensemble.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from ecg_lab.errors import ConfigError
 from ecg_lab.eval import data_config, evaluate, own_split
 from ecg_lab.train import train
 from tests.conftest import SMALL_SYNTHETIC, compose_config
-from tests.test_edge_integrity import run_export
 
 SHORT = [
     "trainer=cpu",
@@ -167,14 +166,6 @@ def test_members_testing_other_records_are_accepted_with_split_all(
         )
         members_loaded = load_members(cfg)
         check_ensemble(members_loaded, data_config(cfg, members_loaded[0].stored))  # no error
-
-
-def test_export_refuses_an_ensemble(members: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
-    a, b = members["a"], members["b"]
-    for value in (f"[{a},{b}]", f"'[{a},{b}]'"):  # a Hydra list, and the string make pi-export passes
-        with pytest.raises(ConfigError, match=r"^ckpt_path lists 2 checkpoints .*not exportable yet") as err:
-            run_export(value, tmp_path / "export", cache_dir)  # type: ignore[arg-type]
-        assert "\n" not in str(err.value)
 
 
 # -- helpers -------------------------------------------------------------------------------------------

@@ -73,9 +73,10 @@ def test_export_folder_holds_weights_config_onnx_runtime_and_readme(exports) -> 
         assert config["onnx"] == f"{name}.onnx"
         state = torch.load(folder / config["weights"], weights_only=True)
         assert all(isinstance(v, torch.Tensor) for v in state.values())  # a plain state dict
-        assert sorted(
-            str(p.relative_to(folder / "ecg_lab")) for p in (folder / "ecg_lab").rglob("*.py")
-        ) == runtime_files()
+        assert (
+            sorted(str(p.relative_to(folder / "ecg_lab")) for p in (folder / "ecg_lab").rglob("*.py"))
+            == runtime_files()
+        )
         assert "python -m ecg_lab.edge" in (folder / "README.md").read_text()
     clf = json.loads((exports["cnn_lstm"][1] / "cnn_lstm_config.json").read_text())
     assert (

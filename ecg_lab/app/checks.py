@@ -64,6 +64,8 @@ def check_overrides(cfg: DictConfig, ensemble: bool = False) -> None:
     """Every check a composed config gets before any data is read (ConfigError naming the key): value
     types, ``ckpt_path`` (a list of checkpoints only where ``ensemble``), and, where the config has
     both, data and model that fit together."""
+    if cfg.get("model") is not None and cfg.get("data") is not None:
+        check_features(cfg)  # before the types: it names features=rr rather than a key it sets
     check_types(cfg)
     if cfg.get("ckpt_path"):
         paths = checkpoint_paths(cfg.ckpt_path)
@@ -82,7 +84,47 @@ def check_model_fits_data(cfg: DictConfig, ckpt_path: str | None = None) -> None
     """Data, model and loss of one task, and a window the network runs on; ``ckpt_path``: the model
     comes from that checkpoint (evaluation)."""
     check_task_config(cfg, ckpt_path)
+    check_features(cfg, ckpt_path)
     check_window(cfg, ckpt_path)
+
+
+# -- per-recording features --------------------------------------------------------------------------
+def features_width(data_cfg: DictConfig) -> int:
+    """How many per-recording features ``data.features`` gives (its class's ``WIDTH``; 0 for none, or
+    for a target that cannot be imported, which the type checks report)."""
+    node = data_cfg.get("features") if isinstance(data_cfg, DictConfig) else None
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return 0
+    try:
+        return int(getattr(get_class(str(node._target_)), "WIDTH", 0))
+    except Exception:
+        return 0
+
+
+def check_features(cfg: DictConfig, ckpt_path: str | None = None) -> None:
+    """ConfigError when the data's per-recording features (``data.features``, set by ``features=rr``)
+    are for another task than the model's, or their width is not the network's ``extra_features``."""
+    net = cfg.model.get("net")
+    width, extra = features_width(cfg.data), (net.get("extra_features") if net is not None else 0) or 0
+    try:
+        task = task_of(cfg.model)
+    except Exception:  # a model target that cannot be imported: the type checks name it
+        return
+    if not isinstance(extra, int):
+        return  # the type checks name the value
+    owner = f"the network in ckpt_path={ckpt_path}" if ckpt_path else f"model={choice('model', cfg.model)}"
+    if (width or extra) and task is not None and task != "classification":
+        raise ConfigError(f"features=rr is for classifiers, but {owner} is a {task} model; use features=none")
+    if width != extra:
+        fix = (
+            "evaluate on data with the features it was trained with (data.features)"
+            if ckpt_path
+            else "use features=rr (it sets both) or features=none"
+        )
+        raise ConfigError(
+            f"data.features gives {width} features per recording, but {owner} takes "
+            f"model.net.extra_features={extra}; {fix}"
+        )
 
 
 # -- tasks -------------------------------------------------------------------------------------------
@@ -157,6 +199,8 @@ def network_probe(net_cfg: DictConfig, follows: str | None) -> Callable[[int], b
     spec = OmegaConf.to_container(net_cfg, resolve=True)
     assert isinstance(spec, dict)
     channels = int(spec.get("in_channels") or 1)
+    extra = int(spec.get("extra_features") or 0)  # per-recording features, zeros: only the window matters
+    inputs = {"rr": torch.zeros(1, extra)} if extra else {}
     fixed = None if follows else _build(spec)
 
     def runs(window: int) -> bool:
@@ -165,7 +209,7 @@ def network_probe(net_cfg: DictConfig, follows: str | None) -> Callable[[int], b
             return False
         try:
             with torch.no_grad():
-                net(torch.zeros(1, channels, window))
+                net(torch.zeros(1, channels, window), **inputs)
         except Exception:  # any failure means: not with this window
             return False
         return True

@@ -51,7 +51,18 @@ def short_dirname(name: str, limit: int = 200) -> str:
     return f"{name[: limit - 11]}~{digest}"
 
 
-RESOLVERS = {"len": len, "sweep_group": sweep_group, "job_name": job_name, "short_dirname": short_dirname}
+def window_rate(fs: float, resample_to: float | None = None) -> float:
+    """The rate of the windows a model sees: ``data.preprocess.resample_to`` when set, else ``data.fs``."""
+    return float(resample_to) if resample_to else float(fs)
+
+
+RESOLVERS = {
+    "len": len,
+    "sweep_group": sweep_group,
+    "job_name": job_name,
+    "short_dirname": short_dirname,
+    "window_rate": window_rate,
+}
 
 
 def register_resolvers() -> None:

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from sklearn.utils.class_weight import compute_class_weight
 
+from ecg_lab.classification.inputs import RecordInputs
 from ecg_lab.classification.prepared import PreparedRecords, prepare_records
 from ecg_lab.classification.windows import WindowDataset
 from ecg_lab.data.loaders import SplitLoaders
@@ -19,6 +21,8 @@ from ecg_lab.data.splits import SPLITS, SplitManifest, assign_splits, check_fold
 from ecg_lab.edge.preprocess import Preprocessing
 
 if TYPE_CHECKING:
+    from ecg_lab.classification.recordings import WholeRecordings
+    from ecg_lab.classification.rr_features import RRFeatures
     from ecg_lab.data.synthetic import SyntheticSpec
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,8 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
     Records are assigned by :func:`~ecg_lab.data.splits.assign_splits` over every record REFERENCE.csv
     lists, before any is read, so a skipped record moves no other. ``manifest`` (a run's ``split.csv``)
     fixes the split instead: its records keep their splits and none is assigned anew.
+    ``recordings`` (:class:`~ecg_lab.classification.recordings.WholeRecordings`) serves whole recordings
+    instead of windows: training ones cropped, the others whole, batches padded.
     """
 
     TASK = "classification"
@@ -58,6 +64,8 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         synthetic: SyntheticSpec | None = None,
         name: str = "physionet2017",
         manifest: str | Path | None = None,
+        features: RRFeatures | None = None,
+        recordings: WholeRecordings | None = None,
     ) -> None:
         super().__init__()
         if split not in SPLIT_MODES:
@@ -75,10 +83,12 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         self.fold = fold
         if folds is not None:
             check_folds(folds, fold)  # before any work
-        self.keep_run_settings(
-            batch_size, num_workers, pin_memory, on_bad_record, cache_dir, name, manifest
-        )
+        self.keep_run_settings(batch_size, num_workers, pin_memory, on_bad_record, cache_dir, name, manifest)
         self.synthetic = synthetic
+        self.features = features  # per-recording network inputs (features=rr); None: the signal alone
+        if recordings is not None:
+            recordings.check(self.preprocess)
+        self.batching = self.recordings = recordings  # whole recordings instead of windows (None: windows)
         self.prepared: PreparedRecords | None = None
         self.record_split: np.ndarray | None = None
         self.datasets: dict[str, WindowDataset] = {}
@@ -132,7 +142,12 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         self.record_split, folds = self._assign(prepared)
         for part in SPLITS:
             idx = np.flatnonzero(self.record_split == part)
-            self.datasets[part] = WindowDataset(prepared, idx, self.preprocess)
+            self.datasets[part] = (
+                self.recordings.dataset(part, prepared, idx)
+                if self.recordings is not None
+                else WindowDataset(prepared, idx, self.preprocess)
+            )
+        self._add_features(prepared)
         used = np.flatnonzero(self.record_split != "")
         self.manifest = SplitManifest.build(
             SOURCE,
@@ -147,6 +162,15 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
             for k, v in self.datasets.items()
         }
         log.info("data %s: %s", self.name, sizes)
+
+    def _add_features(self, prepared: PreparedRecords) -> None:
+        """Join each item to its recording's ``features`` (cached with the prepared records) as the
+        network input ``features.INPUT``."""
+        if self.features is None:
+            return
+        table = torch.from_numpy(self.features.table(prepared, self.cache_dir))
+        for part, dataset in self.datasets.items():
+            self.datasets[part] = RecordInputs(dataset, {self.features.INPUT: table})  # type: ignore[assignment]
 
     # -- class balance ------------------------------------------------------------------------
     def class_counts(self) -> np.ndarray:

@@ -10,10 +10,15 @@ file), ``<name>.onnx`` (classifier: window → logits; VAE: decoder z → ECG, p
 with every ecg_lab module it imports (``ecg_lab/``, found by following its import statements from
 ``ecg_lab/edge/__main__.py``) and a README.
 
+A list of checkpoints (an ensemble, :func:`export_ensemble`) gives one folder with each member's
+``<name>_<i>_weights.pth`` and ``<name>_<i>.onnx`` (``i`` from 1), the members listed in the config
+(``members``: architecture, hyperparameters, files, source checkpoint); the runtime averages their
+softmax probabilities. Members' calibrations are left out, as ``ecg_lab.eval`` ignores them.
+
 The folder is written next to the target under a temporary name, checked (ONNX Runtime against
 torch, then read back as the runtime reads it) and only then renamed into place, so a failed or
 interrupted export leaves the previous one as it was. An existing export is replaced only by an
-export of the same checkpoint, or with ``overwrite``.
+export of the same checkpoint (of the same members, in any order), or with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import logging
 import re
 import shutil
 import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +41,18 @@ from torch import nn
 
 import ecg_lab
 from ecg_lab.app.outputs import write_json
+from ecg_lab.classification.ensemble import ensemble_classifier
 from ecg_lab.data.cache import make_build_dir, remove_stale_builds
 from ecg_lab.edge import runtime
-from ecg_lab.edge.runtime import ARCHITECTURES, FORMAT, ONNX_NAMES
+from ecg_lab.edge.runtime import ARCHITECTURES, FORMAT, MEMBER_KEYS, ONNX_NAMES
 
 log = logging.getLogger(__name__)
 
 ONNX_ATOL = 1e-4  # ONNX Runtime against torch on the exported graphs
 README = """# {name}: an ecg_lab export
 
-- `{weights}`: the network's state dict (`torch.save(net.state_dict())`), {n_params:,} parameters
-- `{config}`: architecture `{architecture}` and its hyperparameters, task `{task}`, sampling rate
+- {weights_list}
+- `{config}`: {networks}, task `{task}`, sampling rate
   {fs:g} Hz, window {window} samples{class_list}
 - {onnx_list}
 - `ecg_lab/`: the runtime (`python -m ecg_lab.edge`): the edge package and the modules it imports
@@ -261,28 +269,44 @@ def _held_exports(out: Path) -> list[tuple[Path, dict[str, Any]]]:
     return held
 
 
-def _same_source(held: dict[str, Any], source: dict[str, str]) -> bool:
-    """Whether an export's recorded checkpoint is ``source`` (by SHA-256; by path for exports before
-    format 3, which do not record it)."""
-    if not source:
+def _recorded_sources(held: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where an export records its checkpoints: each member of an ensemble, or the export itself."""
+    members = held.get("members")
+    if isinstance(members, list):
+        return [m for m in members if isinstance(m, dict)]
+    return [held]
+
+
+def _same_source(held: dict[str, Any], sources: Sequence[dict[str, str]]) -> bool:
+    """Whether an export's recorded checkpoints are ``sources``, in any order (by SHA-256; by path for
+    exports before format 3, which do not record it)."""
+    recorded = _recorded_sources(held)
+    if not sources or len(recorded) != len(sources):
         return False
-    if "source_checkpoint_sha256" in held:
-        return held["source_checkpoint_sha256"] == source["source_checkpoint_sha256"]
-    return held.get("source_checkpoint_path") == source["source_checkpoint_path"]
+    key = "source_checkpoint_sha256"
+    if key not in recorded[0]:
+        key = "source_checkpoint_path"
+    return Counter(r.get(key) for r in recorded) == Counter(s[key] for s in sources)
 
 
-def check_target(out: Path, source: dict[str, str], overwrite: bool = False) -> None:
+def _described(held: dict[str, Any]) -> str:
+    """An export's checkpoint(s), for a message."""
+    paths = [r.get("source_checkpoint_path") or "an unrecorded checkpoint" for r in _recorded_sources(held)]
+    return paths[0] if "members" not in held else f"an ensemble of {len(paths)}: {', '.join(paths)}"
+
+
+def check_target(out: Path, sources: Sequence[dict[str, str]], overwrite: bool = False) -> None:
     """Refuse an ``out`` that is a file, holds files that are not an export, or holds an export of
-    another checkpoint (unless ``overwrite``)."""
+    other checkpoints than ``sources`` (unless ``overwrite``)."""
     if not out.exists():
         return
     if not out.is_dir():
         raise FileExistsError(f"out_dir={out} is a file; give a folder")
     held = _held_exports(out)
-    others = [(p, c) for p, c in held if not _same_source(c, source)]
+    others = [(p, c) for p, c in held if not _same_source(c, sources)]
     if others and not overwrite:
         path, config = others[0]
-        of = config.get("source_checkpoint_path") or "an unrecorded checkpoint"
+        of = _described(config)
         raise FileExistsError(
             f"{out} already holds another export ({path.name}, of {of}); pass overwrite=true to replace it, "
             "or give another folder with out_dir=DIR"
@@ -316,14 +340,55 @@ def export_model(
     """Write the export folder of a LightningModule and the config it was built from, atomically (see
     the module's docstring); returns the export's config (which names ``source_checkpoint``, when
     given). ``out`` may hold an export of the same checkpoint; of another only with ``overwrite``."""
-    out = Path(out)
     source = source_of(source_checkpoint)
-    check_target(out, source, overwrite)
+    sources = [source] if source else []
+
+    def write(staging: Path) -> dict[str, Any]:
+        return write_export(model, stored, staging, name, source)
+
+    return _export(Path(out), sources, overwrite, write)
+
+
+def export_ensemble(
+    models: Sequence[Any],
+    stored: Sequence[DictConfig],
+    out: Path,
+    name: str,
+    source_checkpoints: Sequence[str | Path],
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """:func:`export_model` for an ensemble of classifiers (``models``, each with its stored config,
+    loaded from ``source_checkpoints``), which the caller has checked agree on classes and signal
+    settings (``ecg_lab.export`` does, with ``ecg_lab.classification.ensemble.check_members_agree``);
+    their calibrations are ignored with a warning, as ``ecg_lab.eval`` ignores them. One folder holds
+    every member's files."""
+    paths = [str(p) for p in source_checkpoints]
+    for model, path in zip(models, paths, strict=True):
+        if model.TASK != "classification":
+            raise ValueError(
+                f"ckpt_path member {path} holds a {model.TASK} model; an ensemble averages classifiers' "
+                "probabilities: list classification checkpoints only"
+            )
+    ensemble = ensemble_classifier(models, paths)
+    sources = [source_of(p) for p in paths]
+
+    def write(staging: Path) -> dict[str, Any]:
+        return write_ensemble(ensemble, models, stored, staging, name, sources)
+
+    return _export(Path(out), sources, overwrite, write)
+
+
+def _export(
+    out: Path, sources: Sequence[dict[str, str]], overwrite: bool, write: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """Check ``out`` (:func:`check_target`), ``write`` the export into a temporary folder beside it,
+    check that as the runtime reads it and move it into place; returns the export's config."""
+    check_target(out, sources, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(out.parent, f".{out.name}.tmp-")  # left by exports that were killed
     staging = make_build_dir(out.parent, out.name)
     try:
-        config = write_export(model, stored, staging, name, source)
+        config = write(staging)
         runtime.check_export(staging)
         move_into_place(staging, out)
     except BaseException:
@@ -337,13 +402,50 @@ def write_export(
 ) -> dict[str, Any]:
     """Write the files of the export into the folder ``out``; returns the export's config."""
     config = edge_config(model, stored, name, f"{name}_weights.pth") | source
-    net = model.net.cpu().eval()
+    config |= write_network(model.net, config, out, name)
+    return finish_export(config, out)
+
+
+def write_ensemble(
+    ensemble: Any,
+    models: Sequence[Any],
+    stored: Sequence[DictConfig],
+    out: Path,
+    name: str,
+    sources: Sequence[dict[str, str]],
+) -> dict[str, Any]:
+    """Write an ensemble's export into the folder ``out``: the shared keys from ``ensemble`` (classes,
+    signal settings, total parameters, no calibration), each member's network keys, files and source;
+    returns the export's config."""
+    shared = edge_config(ensemble, stored[0], name, "")
+    config = {k: v for k, v in shared.items() if k not in MEMBER_KEYS}
+    members = []
+    for i, (model, member_stored, source) in enumerate(zip(models, stored, sources, strict=True), 1):
+        prefix = f"{name}_{i}"
+        own = edge_config(model, member_stored, name, f"{prefix}_weights.pth")
+        member = {k: own[k] for k in (*MEMBER_KEYS, "n_params")} | source
+        members.append(member | write_network(model.net, config | member, out, prefix))
+    return finish_export(config | {"members": members}, out)
+
+
+def write_network(net: nn.Module, config: dict[str, Any], out: Path, prefix: str) -> dict[str, str]:
+    """Write a network's ONNX graphs (``<prefix>.onnx``, a VAE's ``<prefix>_encoder.onnx``), checked
+    against torch, and its state dict (as ``config["weights"]``) into ``out``; returns the config keys
+    naming the graphs."""
+    net = net.cpu().eval()
+    files = {}
     for key, (module, example) in onnx_graphs(net, config).items():
         suffix = "_encoder" if key == "encoder" else ""
-        config[f"onnx{suffix}"] = f"{name}{suffix}.onnx"
-        diff = write_onnx(module, example, ONNX_NAMES[key], out / f"{name}{suffix}.onnx")
-        log.info("%s: ONNX Runtime agrees with torch to %.2g", f"{name}{suffix}.onnx", diff)
+        files[f"onnx{suffix}"] = f"{prefix}{suffix}.onnx"
+        diff = write_onnx(module, example, ONNX_NAMES[key], out / f"{prefix}{suffix}.onnx")
+        log.info("%s: ONNX Runtime agrees with torch to %.2g", f"{prefix}{suffix}.onnx", diff)
     torch.save(net.state_dict(), out / config["weights"])
+    return files
+
+
+def finish_export(config: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Add the runtime, its requirements, the checksummed config and the README to ``out``, which holds
+    the weights files ``config`` names; returns the config as written."""
     copy_runtime(out)
     requirements = edge_requirements()
     (out / "requirements.txt").write_text(
@@ -351,7 +453,7 @@ def write_export(
         + "".join(f"{r}\n" for r in requirements)
     )
     config = with_checksums(config, out)
-    write_json(out / f"{name}_config.json", config)
+    write_json(out / f"{config['name']}_config.json", config)
     write_readme(out, config)
     return config
 
@@ -360,7 +462,7 @@ def with_checksums(config: dict[str, Any], out: Path) -> dict[str, Any]:
     """``config`` as its JSON reads back, plus the SHA-256 of its weights files (in ``out``) and of
     itself (:func:`ecg_lab.edge.runtime.config_checksum`)."""
     config = json.loads(json.dumps(config, default=float))
-    files = {config[k]: runtime.sha256_file(out / config[k]) for k in runtime.WEIGHT_KEYS if k in config}
+    files = {f: runtime.sha256_file(out / f) for f in runtime.weight_files(config)}
     return config | {runtime.CHECKSUMS: {"config": runtime.config_checksum(config), "files": files}}
 
 
@@ -373,15 +475,37 @@ def write_readme(out: Path, config: dict[str, Any]) -> None:
     else:
         command = "classify --record A00002.mat"
         onnx_list = f"`{name}.onnx`: the network (window → logits)"
-    class_list = f", classes {config['classes']}" if "classes" in config else ""
-    source = f" from `{config['source_checkpoint']}`" if "source_checkpoint" in config else ""
+    files = {
+        "weights_list": f"`{config.get('weights')}`: the network's state dict "
+        f"(`torch.save(net.state_dict())`), {config['n_params']:,} parameters",
+        "networks": f"architecture `{config.get('architecture')}` and its hyperparameters",
+        "onnx_list": onnx_list,
+        "source": f" from `{config['source_checkpoint']}`" if "source_checkpoint" in config else "",
+    }
     (out / "README.md").write_text(
         README.format(
-            source=source,
             config=f"{name}_config.json",
             command=command,
-            class_list=class_list,
-            onnx_list=onnx_list,
+            class_list=f", classes {config['classes']}" if "classes" in config else "",
+            **(files | _ensemble_files(config)),
             **config,
         )
     )
+
+
+def _ensemble_files(config: dict[str, Any]) -> dict[str, str]:
+    """The README's lines on the weights, networks, graphs and source of an ensemble's export (none for
+    one network's)."""
+    members = config.get("members")
+    if not members:
+        return {}
+    weights = ", ".join(f"`{m['weights']}`" for m in members)
+    graphs = ", ".join(f"`{m['onnx']}`" for m in members)
+    return {
+        "weights_list": f"{weights}: the state dicts of the ensemble's {len(members)} members, "
+        f"{config['n_params']:,} parameters in all",
+        "networks": "each member's architecture, hyperparameters and source checkpoint (`members`)",
+        "onnx_list": f"{graphs}: the members' networks (window → logits); a window's probabilities are "
+        "the mean of their softmax probabilities",
+        "source": f" from {len(members)} checkpoints (`members` in `{config['name']}_config.json`)",
+    }

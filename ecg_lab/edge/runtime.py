@@ -5,7 +5,9 @@ An export folder (``python -m ecg_lab.export`` / ``make pi-export``) holds ``<na
 checkpoint and its SHA-256, architecture, its hyperparameters, classes, sampling rate, window,
 preprocessing, a classifier's calibration when one was fitted, and the SHA-256 of itself and of each
 weights file), ``<name>.onnx`` and a copy of this package with what it imports (``ecg_lab/``), so the
-folder runs on its own::
+folder runs on its own. An ensemble's export (format 4 on) lists its ``members`` in the config, each
+with its architecture, hyperparameters, source checkpoint and files (``<name>_<i>_weights.pth``,
+``<name>_<i>.onnx``); a window's probabilities are the mean of the members' softmax probabilities::
 
     python -m ecg_lab.edge generate --export DIR --n 10 --out synth.csv [--png]
     python -m ecg_lab.edge classify --export DIR --record A00002.mat [--fs HZ]
@@ -44,9 +46,10 @@ if TYPE_CHECKING:
 
 #: the network classes an export may name
 ARCHITECTURES = ("CRNN", "LSTMVAE")
-#: the export format this version writes, and the ones its runtime reads
-FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+#: the export format this version writes (4: a classifier ensemble may list its ``members``), and the
+#: ones its runtime reads
+FORMAT = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 BACKENDS = ("torch", "onnx")
 #: ONNX graph inputs and outputs: classifier window → logits; VAE decoder z → ecg (encoder: window →
 #: mu, logvar)
@@ -61,6 +64,8 @@ CHECKSUMS_FROM = 3
 #: keys every export's config holds, and those its task adds
 REQUIRED_KEYS = ("format", "name", "architecture", "hyperparameters", "weights", "task", "fs", "window")
 TASK_KEYS: dict[str, tuple[str, ...]] = {"classification": ("classes", "preprocess"), "generation": ()}
+#: keys of each network: at the top of a single network's config, in each of an ensemble's ``members``
+MEMBER_KEYS = ("architecture", "hyperparameters", "weights")
 #: the keys naming weights files (state dict, ONNX graphs), each with its checksum from format 3 on
 WEIGHT_KEYS = ("weights", "onnx", "onnx_encoder")
 #: the methods of a classifier's calibration (config key ``calibration``: method and one value per class)
@@ -94,7 +99,7 @@ def config_checksum(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _require(config: dict[str, Any], path: Path, keys: Sequence[str]) -> None:
+def _require(config: dict[str, Any], path: str | Path, keys: Sequence[str]) -> None:
     missing = [repr(k) for k in keys if k not in config]
     if missing:
         raise ValueError(f"{path}: missing key {', '.join(missing)}; it was edited or damaged: {REEXPORT}")
@@ -122,20 +127,49 @@ def check_config(config: dict[str, Any], path: Path) -> None:
             "or export the checkpoint again with this version"
         )
     checked = config["format"] >= CHECKSUMS_FROM
-    keys = [*REQUIRED_KEYS, *TASK_KEYS.get(config.get("task"), ())]
+    shared = [k for k in REQUIRED_KEYS if k not in MEMBER_KEYS] if "members" in config else REQUIRED_KEYS
+    keys = [*shared, *TASK_KEYS.get(config.get("task"), ())]
     _require(config, path, [*keys, CHECKSUMS] if checked else keys)
     if config["task"] not in TASK_KEYS:
         raise ValueError(f"{path}: task {config['task']!r} is not one of {sorted(TASK_KEYS)}; {REEXPORT}")
-    if config["architecture"] not in ARCHITECTURES:
-        raise ValueError(
-            f"{path}: architecture {config['architecture']!r} is not one of {sorted(ARCHITECTURES)}"
-        )
+    _check_members(config, path)
+    for network in networks(config):
+        where = f"{path} ({_member_label(network)})" if "member" in network else path
+        _require(network, where, MEMBER_KEYS)
+        if network["architecture"] not in ARCHITECTURES:
+            raise ValueError(
+                f"{where}: architecture {network['architecture']!r} is not one of {sorted(ARCHITECTURES)}"
+            )
     _check_calibration(config, path)
     if checked and (config[CHECKSUMS] or {}).get("config") != config_checksum(config):
         raise ValueError(
             f"{path}: does not match the sha256 the export recorded for it (edited after the export?); "
             f"{REEXPORT}"
         )
+
+
+def _check_members(config: dict[str, Any], path: Path) -> None:
+    """Refuse ``members`` that are not a non-empty list of objects, or members of a task other than
+    classification (an ensemble averages probabilities)."""
+    if "members" not in config:
+        return
+    members = config["members"]
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+        raise ValueError(f"{path}: 'members' is not a list of networks; it was edited or damaged: {REEXPORT}")
+    if config["task"] != "classification":
+        raise ValueError(f"{path}: a {config['task']} export lists members (only classifiers do); {REEXPORT}")
+
+
+def networks(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The export's networks, each as a config of its own: an ensemble's members (the shared keys, the
+    member's own and ``member``, its number from 1), or the export itself."""
+    if "members" not in config:
+        return [config]
+    return [config | member | {"member": i} for i, member in enumerate(config["members"], 1)]
+
+
+def _member_label(network: dict[str, Any]) -> str:
+    return f"member {network['member']}"
 
 
 def _check_calibration(config: dict[str, Any], path: Path) -> None:
@@ -175,8 +209,9 @@ def _file(config: dict[str, Any], key: str) -> Path:
     _require(config, config_path, [key])
     path = Path(config["export_dir"]) / config[key]
     if not path.is_file():
+        named = f"{_member_label(config)}'s {key!r}" if "member" in config else repr(key)
         raise FileNotFoundError(
-            f"{path}: the file named by {key!r} in {config_path.name} is missing; "
+            f"{path}: the file named by {named} in {config_path.name} is missing; "
             "copy the whole export folder"
         )
     if path.stat().st_size == 0:
@@ -194,10 +229,16 @@ def _file(config: dict[str, Any], key: str) -> Path:
 def check_export(export_dir: str | Path) -> dict[str, Any]:
     """Read and check an export folder, every weights file it names included; returns its config."""
     config = read_config(export_dir)
-    for key in WEIGHT_KEYS:
-        if key in config:
-            _file(config, key)
+    for network in networks(config):
+        for key in WEIGHT_KEYS:
+            if key in network:
+                _file(network, key)
     return config
+
+
+def weight_files(config: dict[str, Any]) -> list[str]:
+    """The names of the weights files of every network of the export (state dicts, ONNX graphs)."""
+    return [network[key] for network in networks(config) for key in WEIGHT_KEYS if key in network]
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -220,17 +261,27 @@ def network_class(architecture: str) -> type[nn.Module]:
 
 
 def load(export_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the exported network, load its state dict (``weights_only=True``), ``eval()``."""
+    """Rebuild the exported network, load its state dict (``weights_only=True``), ``eval()``; an
+    ensemble's export holds several: :class:`EdgeModel` runs those."""
+    config = read_config(export_dir)
+    if "members" in config:
+        n = len(config["members"])
+        raise ValueError(f"{export_dir} holds an ensemble of {n} networks; run it with EdgeModel")
+    return load_network(config), config
+
+
+def load_network(config: dict[str, Any]) -> nn.Module:
+    """One network of a read config (:func:`networks`): rebuilt, its state dict loaded
+    (``weights_only=True``), ``eval()``."""
     import torch
 
-    config = read_config(export_dir)
     path = _file(config, "weights")
     net = build(config)
     try:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise ValueError(f"{path}: not a state dict of this network ({one_line(err)}); {REEXPORT}") from None
-    return net.eval(), config
+    return net.eval()
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
@@ -248,7 +299,8 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
 
 
 class EdgeModel:
-    """An exported network on the ``torch`` or ``onnx`` backend, with NumPy in and out."""
+    """An exported network, or an ensemble's members, on the ``torch`` or ``onnx`` backend, with NumPy in
+    and out."""
 
     def __init__(self, export_dir: str | Path, backend: str = "torch", threads: int | None = None) -> None:
         if backend not in BACKENDS:
@@ -267,32 +319,36 @@ class EdgeModel:
 
             if threads:
                 torch.set_num_threads(threads)
-            self.net, self.config = load(export_dir)
+        self.config = read_config(export_dir)
+        if backend == "torch":
+            self.nets = [load_network(network) for network in networks(self.config)]
         else:
-            self.config = read_config(export_dir)
-            self.session = onnx_session(_file(self.config, "onnx"), threads)
+            self.sessions = [onnx_session(_file(n, "onnx"), threads) for n in networks(self.config)]
 
     @property
     def task(self) -> str:
         return str(self.config["task"])
 
-    def _run(self, method: str, x: np.ndarray) -> np.ndarray:
+    def _run(self, method: str, x: np.ndarray) -> list[np.ndarray]:
+        """Each network's first output for ``x``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.backend == "onnx":
-            return self.session.run(None, {ONNX_NAMES[self.task][0][0]: x})[0]
+            return [s.run(None, {ONNX_NAMES[self.task][0][0]: x})[0] for s in self.sessions]
         import torch
 
         with torch.inference_mode():
-            return getattr(self.net, method)(torch.from_numpy(x)).numpy()
+            return [getattr(net, method)(torch.from_numpy(x)).numpy() for net in self.nets]
 
     def logits(self, windows: np.ndarray) -> np.ndarray:
-        """Class logits ``(n, classes)`` of preprocessed windows ``(n, samples)`` or ``(n, 1, samples)``."""
+        """Class logits ``(n, classes)`` of preprocessed windows ``(n, samples)`` or ``(n, 1, samples)``;
+        an ensemble's are :func:`mean_probability_logits` of its members'."""
         windows = np.asarray(windows)
-        return self._run("forward", windows[:, None] if windows.ndim == 2 else windows)
+        logits = self._run("forward", windows[:, None] if windows.ndim == 2 else windows)
+        return logits[0] if len(logits) == 1 else mean_probability_logits(logits)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """ECGs ``(n, samples)`` decoded from latent vectors ``z`` ``(n, latent_dim)``."""
-        return self._run("decode", z)[:, 0]
+        return self._run("decode", z)[0][:, 0]
 
 
 def latents(config: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
@@ -394,11 +450,11 @@ def windows_of(
     if fs is not None and float(fs) != rate:
         x = resample(x, float(fs), rate).astype(np.float32)
     prep = Preprocessing(**config["preprocess"])
-    if x.size < prep.window:
+    if prep.output_size(x.size, rate) < prep.window:
         raise BadRecordError(
             where,
             f"{x.size} samples at {rate:g} Hz, shorter than the export's window of {prep.window}; "
-            f"give a recording of at least {prep.window / rate:g} s",
+            f"give a recording of at least {prep.window / prep.rate(rate):g} s",
         )
     return prep.windows(prep.apply(Record(Path(where).stem, x, rate, "", str(where))))
 
@@ -423,6 +479,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def mean_probability_logits(logits: Sequence[np.ndarray]) -> np.ndarray:
+    """The log of the mean of the members' softmax probabilities, so that a softmax over it gives that
+    mean back (as ``ecg_lab.classification.ensemble.MeanProbabilities`` does for ``ecg_lab.eval``)."""
+    mean = np.mean([softmax(np.asarray(x, dtype=np.float64)) for x in logits], axis=0)
+    with np.errstate(divide="ignore"):  # a probability below float64's range: log 0 = -inf, softmax 0
+        return np.log(mean).astype(np.float32)
 
 
 def classify(

@@ -69,9 +69,7 @@ class WaveformDataModule(SplitLoaders, pl.LightningDataModule):
             analytic if isinstance(analytic, AnalyticSpec) else AnalyticSpec(**dict(analytic or {}))
         )
         self.cleaning = cleaning if isinstance(cleaning, Cleaning) else Cleaning(**dict(cleaning or {}))
-        self.keep_run_settings(
-            batch_size, num_workers, pin_memory, on_bad_record, cache_dir, name, manifest
-        )
+        self.keep_run_settings(batch_size, num_workers, pin_memory, on_bad_record, cache_dir, name, manifest)
         self.records: CleanRecords | None = None
         self.windows: Windows | None = None
         self.datasets: dict[str, WaveformDataset] = {}

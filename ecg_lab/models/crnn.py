@@ -7,6 +7,14 @@ state, the mean of all outputs or an attention-weighted sum; ``residual`` adds t
 features to the readout; ``layer_norm`` normalises the RNN outputs; ``conv_dropout`` adds dropout
 after each conv block (as the source's plain PyTorch loop had), ``dropout`` before the head;
 ``extra_features`` widens the head for per-recording features given as ``forward(x, rr=...)``.
+
+``lengths`` (each item's valid samples of a zero-padded batch, e.g. whole recordings) makes every
+readout ignore the padding: the valid time steps follow the conv and pool layers (or ``patch``), the
+features beyond them are zeroed after each conv block (so the next block's edge sees the zeros a
+lone item's conv padding gives), the RNN runs packed, and ``last``, ``mean``, ``attention`` and the
+CNN-only mean use each item's valid steps only. In eval mode a padded item's logits are those of the
+item alone. In training, BatchNorm's batch statistics include the padded positions (zeros, and what a
+conv makes of them): padding is not invisible to training, only to the readout.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 READOUTS = ("last", "mean", "attention")
 
@@ -32,6 +41,31 @@ def conv_block(
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def output_lengths(module: nn.Module, lengths: torch.Tensor) -> torch.Tensor:
+    """The output length of a Conv1d or MaxPool1d for inputs of ``lengths`` (other layers keep it)."""
+    if not isinstance(module, (nn.Conv1d, nn.MaxPool1d)):
+        return lengths
+    kernel, stride, padding, dilation = (
+        int(v if isinstance(v, int) else v[0])
+        for v in (module.kernel_size, module.stride, module.padding, module.dilation)
+    )
+    span = lengths + 2 * padding - dilation * (kernel - 1) - 1
+    return (torch.div(span, stride, rounding_mode="floor") + 1).clamp(min=0)
+
+
+def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(batch, steps)``: True at each item's first ``lengths`` steps."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_mean(seq: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The mean over time of ``seq`` ``(batch, steps, dim)``, over each item's valid steps only."""
+    if lengths is None:
+        return seq.mean(dim=1)
+    mask = step_mask(lengths, seq.shape[1]).to(seq.dtype)
+    return torch.einsum("bt,btd->bd", mask, seq) / lengths[:, None].to(seq.dtype)
 
 
 class CRNN(nn.Module):
@@ -100,18 +134,35 @@ class CRNN(nn.Module):
         self.extra_features = extra_features
         self.head = nn.Linear(out_dim + extra_features, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """CNN features as a sequence ``(batch, steps, channels)``."""
-        if len(self.cnn) == 0 and self.patch > 1:
-            b, c, n = x.shape
-            n = n - n % self.patch
-            x = (
-                x[..., :n]
-                .reshape(b, c, n // self.patch, self.patch)
-                .permute(0, 1, 3, 2)
-                .reshape(b, c * self.patch, -1)
-            )
-        return self.seq_pool(self.cnn(x)).transpose(1, 2)
+    def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """CNN features as a sequence ``(batch, steps, channels)`` (zero beyond each item's valid steps
+        when ``lengths`` is given)."""
+        return self.sequence(x, lengths)[0]
+
+    def sequence(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CNN features ``(batch, steps, channels)`` and each item's valid steps (None: all valid)."""
+        if len(self.cnn) == 0:
+            if self.patch > 1:
+                b, c, n = x.shape
+                n = n - n % self.patch
+                x = (
+                    x[..., :n]
+                    .reshape(b, c, n // self.patch, self.patch)
+                    .permute(0, 1, 3, 2)
+                    .reshape(b, c * self.patch, -1)
+                )
+            steps = None if lengths is None else torch.div(lengths, self.patch, rounding_mode="floor")
+            return self.seq_pool(x).transpose(1, 2), steps
+        if lengths is None:
+            return self.seq_pool(self.cnn(x)).transpose(1, 2), None
+        for block in self.cnn:
+            x = block(x)
+            for layer in block:
+                lengths = output_lengths(layer, lengths)
+            x = x * step_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        return x.transpose(1, 2), lengths
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, rr: torch.Tensor | None = None
@@ -123,35 +174,69 @@ class CRNN(nn.Module):
                 got = None if rr is None else tuple(rr.shape)
                 raise ValueError(
                     f"model.net.extra_features={self.extra_features} needs an rr input of that width "
-                    f"(got {got}); turn on the data's RR features or set model.net.extra_features=0"
+                    f"(got {got}); use features=rr (it sets data.features) or model.net.extra_features=0"
                 )
             z = torch.cat([z, rr.to(z.dtype)], dim=-1)
         return self.head(z)
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The readout ``(batch, out_dim)`` the head classifies. ``lengths``: each item's valid samples
-        when ``x`` is padded (None: all valid)."""
-        f = self.features(x)
+        when ``x`` is zero-padded at the end (None: all valid); see the module's docstring."""
+        lengths = self._padded(x, lengths)
+        f, steps = self.sequence(x, lengths)
+        if lengths is not None and steps is not None and bool((steps < 1).any()):
+            raise ValueError(
+                f"a padded item of {int(lengths[steps.argmin()])} samples gives the network no time "
+                "step; keep shorter recordings out (data.preprocess.window sets the shortest kept)"
+            )
         if self.rnn is None:
-            z = f.mean(dim=1)
+            return masked_mean(f, steps)
+        out = self.norm(self._recur(f, steps))
+        if self.readout == "last":
+            z = self._last(out, steps)
+        elif self.readout == "mean":
+            z = masked_mean(out, steps)
         else:
-            out, _ = self.rnn(f)
-            out = self.norm(out)
-            if self.readout == "last" and self.rnn.bidirectional:
-                # each direction's final state: forward at the end, backward at the start
-                h = out.shape[-1] // 2
-                z = torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=-1)
-            elif self.readout == "last":
-                z = out[:, -1]
-            elif self.readout == "mean":
-                z = out.mean(dim=1)
-            else:
-                w = torch.softmax(self.attn(out).squeeze(-1), dim=1)
-                z = torch.einsum("bt,btd->bd", w, out)
-            if self.use_residual:
-                pooled = f.mean(dim=1)
-                z = z + (self.residual(pooled) if self.residual is not None else pooled)
+            scores = self.attn(out).squeeze(-1)
+            if steps is not None:
+                scores = scores.masked_fill(~step_mask(steps, out.shape[1]), float("-inf"))
+            z = torch.einsum("bt,btd->bd", torch.softmax(scores, dim=1), out)
+        if self.use_residual:
+            pooled = masked_mean(f, steps)
+            z = z + (self.residual(pooled) if self.residual is not None else pooled)
         return z
+
+    def _padded(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """``lengths`` when some item is padded, None when none is; ValueError with ``seq_len``, which
+        pools every item's padding with its signal."""
+        if lengths is None:
+            return None
+        if isinstance(self.seq_pool, nn.AdaptiveAvgPool1d):
+            raise ValueError(
+                f"model.net.seq_len={self.seq_pool.output_size} pools padded batches (whole recordings) "
+                "over their padding; set model.net.seq_len=null or use a window data config"
+            )
+        lengths = lengths.to(device=x.device, dtype=torch.long)
+        return None if bool((lengths >= x.shape[-1]).all()) else lengths
+
+    def _recur(self, f: torch.Tensor, steps: torch.Tensor | None) -> torch.Tensor:
+        """The RNN's outputs ``(batch, steps, out_dim)``; packed when ``steps`` is given, so no direction
+        reads padding (outputs beyond an item's steps are zero)."""
+        assert self.rnn is not None
+        if steps is None:
+            return self.rnn(f)[0]
+        packed = pack_padded_sequence(f, steps.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=f.shape[1])[0]
+
+    def _last(self, out: torch.Tensor, steps: torch.Tensor | None) -> torch.Tensor:
+        """Each item's final state: at its last valid step; bidirectional: the backward direction's at
+        step 0 (which, packed, has read the item's valid steps only)."""
+        rows = torch.arange(out.shape[0], device=out.device)
+        last = out[rows, steps - 1] if steps is not None else out[:, -1]
+        if not self.rnn.bidirectional:  # type: ignore[union-attr]
+            return last
+        h = out.shape[-1] // 2
+        return torch.cat([last[:, :h], out[:, 0, h:]], dim=-1)
 
 
 def count_parameters(module: nn.Module) -> int:

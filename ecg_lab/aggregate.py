@@ -1,0 +1,223 @@
+"""Learn how a window model's windows add up to a recording:
+``python -m ecg_lab.aggregate ckpt_path=<window model checkpoint> [overrides]``.
+
+The window network is rebuilt from its checkpoint and frozen; the data, unless given, from the config
+stored in it, on the checkpoint's own split manifest (as ``python -m ecg_lab.eval`` does), so the test
+recordings are the ones the window model was tested on. Every train, val and test window is embedded
+once (cached, see :mod:`ecg_lab.classification.aggregator`); an aggregator (config node ``aggregator``)
+is trained on the training recordings' sequences of embeddings and stopped early on the validation
+recordings' official F1 (``fit``). ``test_metrics.json`` holds its recording scores on the test
+recordings beside the window model's mean-of-probabilities scores on the same ones (``baseline_*``,
+uncalibrated). ``calibration=prior|thresholds`` also scores both under a calibration fitted on the
+validation recordings (``calibrated_*``, ``baseline_calibrated_*``). ``aggregator.ckpt`` holds its
+weights, this run's config and the window checkpoint's path and sha256
+(:func:`~ecg_lab.classification.aggregator.load_aggregator` reloads it).
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # before torch loads (console scripts go through ecg_lab.app.launch)
+    from ecg_lab.app.environment import prefer_short_omp_spin
+
+    prefer_short_omp_spin()
+
+import logging  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded  # noqa: E402
+from ecg_lab.app.checks import check_overrides, task_of  # noqa: E402
+from ecg_lab.app.config import CONFIG_DIR, instantiate_node, to_container  # noqa: E402
+from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.classification.aggregator import (  # noqa: E402
+    AttentionAggregator,
+    FitResult,
+    RecordingSequences,
+    aggregator_checkpoint,
+    embedded_splits,
+    fit_aggregator,
+)
+from ecg_lab.classification.calibration import Calibrator, build_calibrator, recording_scores  # noqa: E402
+from ecg_lab.classification.figures import plot_confusion_matrix  # noqa: E402
+from ecg_lab.data.splits import SPLITS  # noqa: E402
+from ecg_lab.edge.runtime import calibrated, sha256_file  # noqa: E402
+from ecg_lab.errors import ConfigError  # noqa: E402
+from ecg_lab.eval import check_fits_checkpoint, data_config, own_split  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+USAGE = "python -m ecg_lab.aggregate ckpt_path=outputs/.../checkpoints/best-epochNNN.ckpt"
+
+
+def window_model(cfg: DictConfig) -> tuple[pl.LightningModule, dict[str, Any], DictConfig]:
+    """The window classifier ``ckpt_path`` holds, frozen, with its checkpoint and stored config;
+    ConfigError naming ``ckpt_path`` for one whose network has no ``embed``."""
+    path = str(cfg.ckpt_path)
+    ckpt, stored = load_checkpoint(path)
+    task = task_of(stored.model)
+    if task != "classification":
+        raise ConfigError(
+            f"ckpt_path={path} holds a {task} model; the aggregator learns over a window classifier's "
+            "embeddings: give a classification checkpoint"
+        )
+    model = model_from_loaded(ckpt, stored)
+    if not callable(getattr(model.net, "embed", None)):
+        raise ConfigError(
+            f"ckpt_path={path} holds a {type(model.net).__name__} network without embed(); give a "
+            "checkpoint of a CRNN window classifier (any of conf/model/ but lstm_vae)"
+        )
+    model.requires_grad_(False)
+    return model, ckpt, stored
+
+
+def set_up_data(cfg: DictConfig, ckpt: dict[str, Any], stored: DictConfig) -> tuple[Any, DictConfig]:
+    """The window model's datamodule on its own split (or ``data.manifest``), prepared and set up."""
+    data_cfg = data_config(cfg, stored)
+    if data_cfg.get("split") == "all":
+        raise ConfigError(
+            "data.split=all puts every record in the test set, leaving the aggregator nothing to train "
+            "on; drop it (the checkpoint's own split) or give data.manifest=<run folder>/split.csv"
+        )
+    check_fits_checkpoint(cfg, stored, data_cfg, str(cfg.ckpt_path))
+    datamodule = hydra.utils.instantiate(data_cfg)
+    own_split(datamodule, ckpt, str(cfg.ckpt_path), data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, data_cfg
+
+
+def build_aggregator(cfg: DictConfig, in_dim: int, num_classes: int) -> tuple[AttentionAggregator, dict]:
+    """The configured aggregator for ``in_dim``-wide embeddings, and the node that rebuilds it."""
+    node = OmegaConf.create({**to_container(cfg.aggregator), "in_dim": in_dim, "num_classes": num_classes})
+    return instantiate_node(node), to_container(node)
+
+
+def scored(
+    probs: dict[str, np.ndarray],
+    seqs: dict[str, RecordingSequences],
+    classes: tuple[str, ...],
+    calibrator: Calibrator | None,
+) -> dict[str, Any]:
+    """The test recordings' scores of the argmax of ``probs`` (per split); with a ``calibrator``, also
+    under a calibration fitted on the validation recordings (``calibrated_*``, the fit ``calibration``)."""
+    test_labels = seqs["test"].labels.numpy()
+    scores = recording_scores(test_labels, probs["test"].argmax(1), classes)
+    if calibrator is None:
+        return scores
+    fit = calibrator.fit(probs["val"], seqs["val"].labels.numpy(), classes)
+    calibrated_scores = recording_scores(test_labels, calibrated(probs["test"], fit)[1], classes)
+    return {**scores, **{f"calibrated_{k}": v for k, v in calibrated_scores.items()}, "calibration": fit}
+
+
+def scores_on_test(
+    aggregator: AttentionAggregator,
+    seqs: dict[str, RecordingSequences],
+    classes: tuple[str, ...],
+    calibrator: Calibrator | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The aggregator's scores of the test recordings, and the window model's mean of window
+    probabilities on the same recordings (``baseline_*``), scored alike (:func:`scored`)."""
+    parts = ("val", "test")
+    learned = {part: aggregator.probabilities(seqs[part], batch_size) for part in parts}
+    means = {part: seqs[part].mean_probabilities() for part in parts}
+    baseline = scored(means, seqs, classes, calibrator)
+    return {**scored(learned, seqs, classes, calibrator), **{f"baseline_{k}": v for k, v in baseline.items()}}
+
+
+def fit_fields(fit: FitResult) -> dict[str, Any]:
+    """``test_metrics.json``'s record of the aggregator's training."""
+    return {
+        "best_epoch": fit.best_epoch,
+        "epochs": fit.epochs,
+        "best_val_official_f1": fit.best_val_official_f1,
+    }
+
+
+@task_wrapper
+def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
+    """Embed, fit the aggregator, test it beside the mean-of-probabilities baseline; write
+    ``test_metrics.json``, ``aggregator.ckpt`` and the test recordings' confusion matrix."""
+    check_overrides(cfg)
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(f"ckpt_path is required: {USAGE}")
+    t0 = time.perf_counter()
+    apply_threads(cfg.get("threads"))
+    pl.seed_everything(cfg.seed, workers=True)
+    model, ckpt, stored = window_model(cfg)
+    settings = instantiate_node(cfg.fit)
+    calibrator = build_calibrator(cfg.get("calibration"), model)
+    datamodule, data_cfg = set_up_data(cfg, ckpt, stored)
+    outputs.data_files(datamodule)
+    classes = tuple(model.classes)
+    sha256 = sha256_file(cfg.ckpt_path)
+    windows = embedded_splits(model.net, datamodule, sha256, cfg.paths.cache_dir)
+    seqs = {part: RecordingSequences.from_windows(windows[part]) for part in SPLITS}
+    t_embed = time.perf_counter() - t0
+    aggregator, node = build_aggregator(cfg, seqs["train"].embeddings.shape[-1], len(classes))
+    fit = fit_aggregator(aggregator, seqs["train"], seqs["val"], classes, settings, cfg.seed)
+    t_fit = time.perf_counter() - t0 - t_embed
+    window_ckpt = {"path": str(Path(cfg.ckpt_path).resolve()), "sha256": sha256}
+    metrics = {
+        "task_name": cfg.task_name,
+        "ckpt_path": window_ckpt["path"],
+        "ckpt_sha256": sha256,
+        "model_name": stored.get("model_name"),
+        "data": data_cfg.get("name"),
+        "split": data_cfg.get("split"),
+        "manifest": data_cfg.get("manifest"),  # null: the checkpoint's own split
+        "seed": cfg.seed,
+        "classes": list(classes),
+        **{f"n_{part}_records": len(seqs[part]) for part in SPLITS},
+        "n_records": len(seqs["test"]),
+        "embedding_dim": int(seqs["test"].embeddings.shape[-1]),
+        "n_params": sum(p.numel() for p in aggregator.parameters()),
+        **fit_fields(fit),
+        **scores_on_test(aggregator, seqs, classes, calibrator, settings.batch_size),
+        "window_calibration": (model.calibration or {}).get("method"),  # not applied to the baseline
+        "embed_time_s": round(t_embed, 2),
+        "fit_time_s": round(t_fit, 2),
+        "threads": cfg.get("threads"),
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+    }
+    info = {"config": to_container(cfg), "aggregator": node, "classes": list(classes),
+            "window_checkpoint": window_ckpt, "history": fit.history, **fit_fields(fit)}  # fmt: skip
+    if outputs.enabled:
+        torch.save(aggregator_checkpoint(aggregator, info), outputs.dir / "aggregator.ckpt")
+        plot_confusion_matrix(
+            metrics["record_confusion_matrix"], classes, outputs.dir / "confusion_matrix_records.png",
+            "test recordings (aggregator)",
+        )  # fmt: skip
+    outputs.json("test_metrics.json", metrics)
+    log.info(
+        "aggregator official F1 %.4f vs mean of window probabilities %.4f on %d test recordings",
+        metrics["official_f1"],
+        metrics["baseline_official_f1"],
+        metrics["n_records"],
+    )
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="aggregate")
+@one_line_user_errors
+def _hydra_main(cfg: DictConfig) -> float | None:
+    return aggregate(cfg).get("best_val_official_f1")
+
+
+def main() -> float | None:
+    """Entry point (returns the aggregator's validation official F1, what a sweeper may optimise)."""
+    set_up_app()
+    return _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
