@@ -5,7 +5,8 @@ checkpoint. Its own test split is the split manifest stored beside it: the recor
 back (a missing or unreadable one is an error), never split again. ``data.split=all`` tests every
 record of a dataset instead. A calibration the checkpoint holds (fitted by training, see
 :mod:`ecg_lab.classification.calibration`) is applied to the test recordings, which are scored with
-and without it.
+and without it. ``calibration=prior|thresholds`` fits one on the validation recordings of the
+checkpoint's own split instead (the checkpoint stays as it is), also for an ensemble.
 
 ``ckpt_path=[a.ckpt,b.ckpt]`` tests an ensemble: each member rebuilt from its own config, their window
 probabilities averaged (:mod:`ecg_lab.classification.ensemble`, which says what members must share).
@@ -42,6 +43,7 @@ from ecg_lab.app.config import CONFIG_DIR, instantiate_list  # noqa: E402
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
+from ecg_lab.classification.calibration import build_calibrator, fit_on_validation  # noqa: E402
 from ecg_lab.classification.ensemble import Member, check_members_agree, ensemble_classifier  # noqa: E402
 from ecg_lab.data.splits import SplitManifest  # noqa: E402
 from ecg_lab.errors import ConfigError  # noqa: E402
@@ -183,8 +185,27 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         else datamodule.roots(),
         "split": data_cfg.get("split"),
     }
+    calibrate(cfg, trainer, model, datamodule)
     tested = outputs.test_results(trainer, model, datamodule, extra)
     return {k: v for k, v in tested.items() if isinstance(v, float)}
+
+
+def calibrate(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any) -> None:
+    """``calibration=prior|thresholds``: fit it on the validation recordings of the checkpoint's own split
+    (an ensemble's too) and test under it, in place of any calibration the checkpoint holds; the
+    checkpoint is left as it is."""
+    calibrator = build_calibrator(cfg.get("calibration"), model)
+    if calibrator is None:
+        return
+    if not len(datamodule.datasets.get("val", ())):
+        raise ConfigError(
+            f"calibration={calibrator.method} is fitted on validation recordings, and this data has none "
+            f"(data.split={cfg.data.get('split') if cfg.get('data') else '?'}); evaluate on the "
+            "checkpoint's own split, or use calibration=none"
+        )
+    if getattr(model, "calibration", None):
+        log.info("calibration=%s replaces the checkpoint's", calibrator.method)
+    model.calibration = fit_on_validation(trainer, model, datamodule, calibrator)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -213,6 +213,29 @@ def test_eval_applies_the_stored_calibration(calibrated_run: Path, tmp_path: Pat
         assert evaluated[key] == trained[key], key
 
 
+def test_eval_fits_a_calibration_as_training_does(
+    calibrated_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """``eval calibration=prior`` refits on the checkpoint's own validation recordings: the same fit and
+    test scores as training's, for one checkpoint and for an ensemble; the checkpoint is not changed."""
+    best = best_of(calibrated_run)
+    before = best.read_bytes()
+    trained = json.loads((calibrated_run / "test_metrics.json").read_text())
+    for name, ckpt_path in (("one", str(best)), ("ensemble", f"[{best},{best}]")):
+        out = tmp_path / name
+        overrides = [f"ckpt_path={ckpt_path}", "calibration=prior", "trainer.limit_val_batches=2", SHORT[-1]]
+        evaluate(compose_config("eval", overrides, out, cache_dir))
+        evaluated = json.loads((out / "test_metrics.json").read_text())
+        assert evaluated["calibration"]["values"] == pytest.approx(trained["calibration"]["values"]), name
+        assert evaluated["record_confusion_matrix"] == trained["record_confusion_matrix"], name
+        for key in ("official_f1", "official_f1_uncalibrated"):
+            assert evaluated[key] == pytest.approx(trained[key]), (name, key)
+    assert best.read_bytes() == before
+    overrides = [f"ckpt_path={best}", "calibration=thresholds", "data=synthetic", "data.split=all"]
+    with pytest.raises(ConfigError, match="calibration=thresholds is fitted on validation recordings"):
+        evaluate(compose_config("eval", [*overrides, *SMALL_SYNTHETIC], tmp_path / "all", cache_dir))
+
+
 def test_selection_follows_val_official_f1(calibrated_run: Path) -> None:
     ckpt = torch.load(best_of(calibrated_run), map_location="cpu", weights_only=True)
     monitors = {k.split("{")[0]: k for k in ckpt["callbacks"]}

@@ -81,3 +81,19 @@ def test_a_live_run_folder_is_not_taken_over(tmp_path: Path) -> None:
         sleeper.kill()
         sleeper.wait()
     assert os.path.exists(tmp_path / "run_status.json")
+
+
+def test_a_resumed_run_keeps_the_configured_patience() -> None:
+    """Resuming with callbacks.early_stopping.patience=20 must not silently keep the checkpoint's 10
+    (Lightning's EarlyStopping restores it); the wait count and best score do come back, under
+    Lightning's state key, so checkpoints written with either class resume."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from ecg_lab.callbacks.resume import ConfiguredEarlyStopping
+
+    old = EarlyStopping(monitor="val/f1", mode="max", patience=10)
+    old.wait_count, old.best_score = 4, torch.tensor(0.75)
+    resumed = ConfiguredEarlyStopping(monitor="val/f1", mode="max", patience=20)
+    assert resumed.state_key == old.state_key
+    resumed.load_state_dict(old.state_dict())
+    assert resumed.patience == 20 and resumed.wait_count == 4 and float(resumed.best_score) == 0.75

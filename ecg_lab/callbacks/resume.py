@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
@@ -121,6 +121,28 @@ class BestCheckpoint(ModelCheckpoint):
             if path.resolve() not in kept:
                 log.info("removing %s: a best checkpoint the resumed run does not hold", path)
                 path.unlink()
+
+
+class ConfiguredEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping, except that a resumed run keeps the configured ``patience``: Lightning
+    restores the checkpoint's, so resuming with ``callbacks.early_stopping.patience=20`` silently kept
+    the old 10. The wait count and best score still come from the checkpoint."""
+
+    @property
+    def state_key(self) -> str:
+        """Lightning's key (``EarlyStopping{...}``), so checkpoints of either class resume into the other."""
+        return f"EarlyStopping{dict(monitor=self.monitor, mode=self.mode)!r}"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        configured = self.patience
+        super().load_state_dict(state_dict)
+        if state_dict.get("patience") != configured:
+            log.info(
+                "early stopping: patience %s (configured) replaces the checkpoint's %s",
+                configured,
+                state_dict.get("patience"),
+            )
+        self.patience = configured
 
 
 class _KeepingWriter(ExperimentWriter):

@@ -136,30 +136,23 @@ def store_calibration(ckpt_path: str | Path, calibration: dict[str, Any]) -> Non
         tmp.unlink(missing_ok=True)
 
 
-def calibrate_best(
-    trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any, calibrator: Calibrator | None
-) -> dict[str, Any] | None:
-    """Validate the best checkpoint (without loggers: no extra rows in them), fit ``calibrator`` on its
-    validation recordings and store the fit in that checkpoint; returns the fit (None without a
-    calibrator or a best checkpoint)."""
-    if calibrator is None:
-        return None
-    ckpt = trainer.checkpoint_callback
-    best = ckpt.best_model_path if ckpt is not None else ""
-    if not best:
-        log.warning("calibration=%s skipped: no best checkpoint to fit and store it in", calibrator.method)
-        return None
+def fit_on_validation(
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: Any,
+    calibrator: Calibrator,
+    ckpt_path: str | None = None,
+) -> dict[str, Any]:
+    """Validate ``model`` (the weights of ``ckpt_path`` when given; without loggers, so they get no extra
+    rows) and fit ``calibrator`` on its validation recordings; returns the fit."""
     loggers = trainer.loggers
     trainer.loggers = []
     try:
-        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     finally:
         trainer.loggers = loggers
     probs, targets = model.record_outputs["val"]
     fitted = calibrator.fit(probs, targets, model.classes)
-    if trainer.is_global_zero:  # every rank fitted the same gathered recordings
-        store_calibration(best, fitted)
-    trainer.strategy.barrier("calibration")
     log.info(
         "calibration=%s fitted on %d validation recordings: official F1 %.4f -> %.4f, values %s",
         fitted["method"],
@@ -168,4 +161,23 @@ def calibrate_best(
         fitted["val_official_f1"],
         dict(zip(fitted["classes"], np.round(fitted["values"], 3).tolist(), strict=True)),
     )
+    return fitted
+
+
+def calibrate_best(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any, calibrator: Calibrator | None
+) -> dict[str, Any] | None:
+    """Fit ``calibrator`` on the best checkpoint's validation recordings and store the fit in that
+    checkpoint; returns the fit (None without a calibrator or a best checkpoint)."""
+    if calibrator is None:
+        return None
+    ckpt = trainer.checkpoint_callback
+    best = ckpt.best_model_path if ckpt is not None else ""
+    if not best:
+        log.warning("calibration=%s skipped: no best checkpoint to fit and store it in", calibrator.method)
+        return None
+    fitted = fit_on_validation(trainer, model, datamodule, calibrator, best)
+    if trainer.is_global_zero:  # every rank fitted the same gathered recordings
+        store_calibration(best, fitted)
+    trainer.strategy.barrier("calibration")
     return fitted
