@@ -13,7 +13,7 @@ MODEL ?= cnn_lstm
 SEEDS ?= 42,123,1
 RUNS ?= multirun
 
-.PHONY: venv train eval aggregate test test-slow test-all lint bench clean ablation seeds report pi-export
+.PHONY: venv train eval aggregate best test test-slow test-all lint bench clean ablation seeds report pi-export
 
 venv: $(STAMP)
 
@@ -33,6 +33,16 @@ eval: $(STAMP)
 # a learned aggregator over a window checkpoint's embeddings: make aggregate ARGS="ckpt_path=..."
 aggregate: $(STAMP)
 	$(PY) -m ecg_lab.aggregate $(ARGS)
+
+# issue 13's best recipe for one seed, on the real data (ECG_LAB_DATA): the window model
+# (experiment=physionet2017_best) into $(BEST)/s$(SEED), then the BiGRU aggregator over its windows
+# into $(BEST)/s$(SEED)/aggregate. make best SEED=42 [BEST=runs/best] [ARGS="threads=1"]
+SEED ?= 42
+BEST ?= runs/best
+best: $(STAMP)
+	$(PY) -m ecg_lab.train experiment=physionet2017_best seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED) $(ARGS)
+	$(PY) -m ecg_lab.aggregate aggregator=bigru seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED)/aggregate $(ARGS) \
+	  ckpt_path="$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["ckpt_path"])' $(BEST)/s$(SEED)/test_metrics.json)"
 
 # the twelve classifier configs of conf/model/ (MODELS), one Hydra multirun
 ablation: $(STAMP)

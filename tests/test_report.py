@@ -228,3 +228,21 @@ def test_ablation_columns_and_hardware(tmp_path: Path, capsys: pytest.CaptureFix
     ]
     assert "sens. N" not in header and "AUROC" not in header
     assert "0.850 ± 0.071" in row and "cpu: AMD EPYC, 1 thread" in row
+
+
+def test_aggregate_runs_are_grouped_by_their_window_model(tmp_path: Path) -> None:
+    """Aggregators over different window models are different rows: an aggregate run's configuration
+    starts with the configuration of the training run whose checkpoint it aggregates."""
+    for name, extra in (("plain", ["model.net.conv_bias=true"]), ("spec", [])):
+        window = make_run(tmp_path / name, model="cnn_lstm", overrides=extra)
+        for seed in (1, 2):
+            agg = make_run(tmp_path / name / f"aggregate{seed}", model="cnn_lstm", seed=seed,
+                           overrides=[f"seed={seed}", "aggregator=bigru"])  # fmt: skip
+            metrics = json.loads((agg / "test_metrics.json").read_text())
+            ckpt = window / "checkpoints" / "best-epoch001.ckpt"
+            metrics |= {"task_name": "aggregate", "ckpt_path": str(ckpt)}
+            (agg / "test_metrics.json").write_text(json.dumps(metrics))
+    rows = by_name(aggregate(find_runs([tmp_path])))
+    assert rows["[cnn_lstm model.net.conv_bias=true] → aggregate cnn_lstm aggregator=bigru"]["n_runs"] == 2
+    assert rows["[cnn_lstm] → aggregate cnn_lstm aggregator=bigru"]["n_runs"] == 2
+    assert rows["cnn_lstm model.net.conv_bias=true"]["n_runs"] == 1

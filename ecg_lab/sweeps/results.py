@@ -38,7 +38,10 @@ IGNORED_KEYS: tuple[str, ...] = (
     "ckpt_path",
     "threads",
     "hydra/launcher",
+    "callbacks.progress.*",
 )
+# folders of a run's own outputs, not searched for further runs
+RUN_OUTPUT_DIRS = frozenset({"checkpoints", "csv", "tensorboard", "wandb", "export"})
 BASE_METRICS: tuple[str, ...] = ("f1", "auroc", "acc", "official_f1")
 LABELS = {"f1": "test weighted F1", "auroc": "AUROC", "acc": "accuracy", "official_f1": "official F1"}
 
@@ -112,6 +115,24 @@ def configuration_name(model: str, overrides: Sequence[str], ignore: Sequence[st
         if _override_key(o) != "model" and not any(fnmatch.fnmatchcase(_override_key(o), p) for p in ignore)
     )
     return " ".join([model, *kept])
+
+
+def window_configuration(metrics: dict[str, Any], cfg: dict[str, Any], ignore: Sequence[str]) -> str:
+    """For an ``ecg_lab.aggregate`` run: the configuration of the training run whose checkpoint it
+    aggregates (the run folder two levels above the checkpoint), so aggregators over different window
+    models are different rows; empty when that folder is gone."""
+    ckpt = metrics.get("ckpt_path") or _dig(cfg, "ckpt_path")
+    window_run = Path(str(ckpt)).parent.parent if ckpt else None
+    if window_run is None or not (window_run / ".hydra" / "overrides.yaml").exists():
+        return ""
+    try:
+        overrides = [
+            str(o) for o in yaml.safe_load((window_run / ".hydra" / "overrides.yaml").read_text()) or []
+        ]
+    except Exception:  # an unreadable folder is only a less specific name
+        return ""
+    model = _hydra_choice(window_run, "model") or _override_value(overrides, "model") or "?"
+    return f"[{configuration_name(model, overrides, ignore)}]"
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -203,9 +224,12 @@ def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
         status, error = COMPLETED, None
     if status == COMPLETED and not metrics.get("wall_time_s") and status_info:
         metrics["wall_time_s"] = status_info.get("wall_time_s")
+    configuration = configuration_name(str(model), overrides, ignore)
+    if (metrics.get("task_name") or _dig(cfg, "task_name")) == "aggregate":
+        configuration = f"{window_configuration(metrics, cfg, ignore)} → aggregate {configuration}".strip()
     return Run(
         path=path,
-        configuration=configuration_name(str(model), overrides, ignore),
+        configuration=configuration,
         model=str(model),
         seed=seed,
         fold=fold,
@@ -229,9 +253,8 @@ def find_runs(dirs: Iterable[str | Path], ignore: Sequence[str] = IGNORED_KEYS) 
             if (here / ".hydra" / "config.yaml").is_file():
                 found += 1
                 runs.setdefault(here.resolve(), load_run(here, ignore))
-                subdirs.clear()  # a run folder holds no further runs
-            else:
-                subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
+            # a run folder may hold further runs (make best puts the aggregator's in <run>/aggregate)
+            subdirs[:] = sorted(s for s in subdirs if not s.startswith(".") and s not in RUN_OUTPUT_DIRS)
         if not found:
             raise SystemExit(f"ecg_lab.report: no run folders (with .hydra/config.yaml) under {d}")
     return list(runs.values())
