@@ -131,7 +131,7 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
             "ckpt_path": best or None,
             "epochs": trainer.current_epoch,
             # this process, plus the training time of the epochs a resumed checkpoint brought along
-            "wall_time_s": round(time.perf_counter() - t0 + resumed_seconds(trainer), 2),
+            "wall_time_s": wall_time(time.perf_counter() - t0, trainer),
             "hardware": describe(type(trainer.accelerator).__name__, int(trainer.num_devices)),
         }
         tested = outputs.test_results(trainer, model, datamodule, extra, ckpt_path=best or None)
@@ -139,10 +139,19 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     return metrics
 
 
-def resumed_seconds(trainer: pl.Trainer) -> float:
-    """Training time the resumed checkpoint's epochs took in earlier processes (0 for a fresh run)."""
+def wall_time(elapsed: float, trainer: pl.Trainer) -> float | None:
+    """This process's ``elapsed`` seconds plus the training time the resumed checkpoint's epochs took in
+    earlier processes; None (with a warning) when that checkpoint does not record it."""
     history = [cb for cb in trainer.callbacks if isinstance(cb, MetricsHistory)]  # type: ignore[attr-defined]
-    return history[0].resumed_s if history else 0.0
+    resumed = history[0].resumed_s if history else 0.0
+    if resumed is None:
+        log.warning(
+            "the resumed checkpoint's epochs carry no training times (written before ecg_lab recorded "
+            "them): test_metrics.json's wall_time_s is null; this process took %.0f s",
+            elapsed,
+        )
+        return None
+    return round(elapsed + resumed, 2)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

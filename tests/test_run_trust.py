@@ -97,3 +97,18 @@ def test_a_resumed_run_keeps_the_configured_patience() -> None:
     assert resumed.state_key == old.state_key
     resumed.load_state_dict(old.state_dict())
     assert resumed.patience == 20 and resumed.wait_count == 4 and float(resumed.best_score) == 0.75
+
+
+def test_training_time_of_a_resumed_checkpoint(tmp_path: Path) -> None:
+    """The history's time_s rides in the checkpoint, so a resumed run's wall time counts the earlier
+    processes; a checkpoint whose rows carry no time makes it unknown (null), never a silent undercount."""
+    from ecg_lab.callbacks.history import MetricsHistory
+    from ecg_lab.train import wall_time
+
+    trainer = SimpleNamespace(callbacks=[MetricsHistory(tmp_path)])
+    history = trainer.callbacks[0]
+    history.load_state_dict({"rows": [{"epoch": 0.0, "step": 5.0, "time_s": 30.0}]})
+    assert history.resumed_s == 30.0 and wall_time(2.0, trainer) == 32.0
+    history.load_state_dict({"rows": [{"epoch": 0.0, "step": 5.0}]})
+    assert history.resumed_s is None and wall_time(2.0, trainer) is None
+    assert wall_time(2.0, SimpleNamespace(callbacks=[MetricsHistory(tmp_path)])) == 2.0

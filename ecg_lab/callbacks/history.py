@@ -44,7 +44,7 @@ class MetricsHistory(Callback):
         self.rows: list[dict[str, float]] = []
         self._batches = 0
         self._epoch_t0 = time.perf_counter()
-        self.resumed_s = 0.0  # training time of the epochs a resumed checkpoint brought along
+        self.resumed_s: float | None = 0.0  # training time of the epochs a resumed checkpoint brought along
 
     def state_dict(self) -> dict[str, list[dict[str, float]]]:
         """The rows so far ride in every checkpoint, so a resumed run keeps its earlier epochs."""
@@ -52,7 +52,8 @@ class MetricsHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
-        self.resumed_s = self.elapsed_s()
+        # None: rows written before ecg_lab recorded times, so the earlier processes' time is unknown
+        self.resumed_s = self.elapsed_s() if all("time_s" in r for r in self.rows) else None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._batches = 0
@@ -72,7 +73,8 @@ class MetricsHistory(Callback):
         if trainer.sanity_checking or trainer.global_rank != 0 or self._batches == 0:
             return
         row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
-        row["time_s"] = round(self.elapsed_s() + time.perf_counter() - self._epoch_t0, 2)
+        if self.resumed_s is not None:
+            row["time_s"] = round(self.elapsed_s() + time.perf_counter() - self._epoch_t0, 2)
         row |= {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and "/" in k}
         self.rows.append(row)
         self.write()
