@@ -94,5 +94,6 @@ class MetricsHistory(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rows and trainer.global_rank == 0:
+            self.write()  # also when no epoch ran here (a finished run resumed into a new folder)
             curves = self.curves or getattr(pl_module, "CURVES", ("loss",))
             plot_training_curves(self.rows, self.output_dir / "training_curves.png", curves)
