@@ -13,7 +13,7 @@ MODEL ?= cnn_lstm
 SEEDS ?= 42,123,1
 RUNS ?= multirun
 
-.PHONY: venv train eval aggregate best test test-slow test-all lint bench clean ablation seeds report pi-export
+.PHONY: venv train eval aggregate explain best test test-slow test-all lint bench clean ablation seeds report pi-export
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ eval: $(STAMP)
 # a learned aggregator over a window checkpoint's embeddings: make aggregate ARGS="ckpt_path=..."
 aggregate: $(STAMP)
 	$(PY) -m ecg_lab.aggregate $(ARGS)
+
+# why a checkpoint says what it says, drawn on the ECG (Grad-CAM, integrated gradients, attention):
+# make explain ARGS="ckpt_path=... record=A00005 [data.root=DIR]" (or worst=20: its most confidently wrong)
+explain: $(STAMP)
+	$(PY) -m ecg_lab.explain $(ARGS)
 
 # issue 13's best recipe for one seed, on the real data (ECG_LAB_DATA): the window model
 # (experiment=physionet2017_best) into $(BEST)/s$(SEED), then the BiGRU aggregator over its windows

@@ -23,6 +23,7 @@ from ecg_lab.app.checkpoints import checkpoint_paths, load_checkpoint, model_fro
 from ecg_lab.app.config import CONFIG_DIR  # noqa: E402
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
+from ecg_lab.app.run_folders import export_dir  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.classification.ensemble import Member, check_members_agree  # noqa: E402
 from ecg_lab.edge.export import export_ensemble, export_model  # noqa: E402
@@ -67,7 +68,7 @@ def export(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         refuse_unsupported(member.path, model, member.stored)
     first = members[0]
     name = cfg.get("name") or first.stored.get("model_name") or type(models[0].net).__name__.lower()
-    out = Path(cfg.get("out_dir") or outputs.dir / "export")
+    out = Path(cfg.get("out_dir") or export_dir(cfg.ckpt_path, outputs.dir))
     overwrite = bool(cfg.get("overwrite"))
     if len(members) == 1:
         config = export_model(models[0], first.stored, out, name, first.path, overwrite)

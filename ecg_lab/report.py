@@ -32,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated test_metrics.json keys shown instead of the default columns, "
         "e.g. official_f1,F1_N,F1_A,F1_O,f1 (the ablation table)",
     )
+    p.add_argument(
+        "--ci",
+        action="store_true",
+        help="show each metric's 95%% bootstrap interval (the mean of its runs' bounds) as [lo, hi]",
+    )
     p.add_argument("--sort", default="f1", help="metric to sort rows by, descending, or 'configuration'")
     p.add_argument("--curve", default="val/f1", help="metrics_history.csv column for the curves plot")
     p.add_argument(
@@ -45,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(err))
     runs = find_runs(args.dirs, (*IGNORED_KEYS, *args.ignore))
     only = [k.strip() for k in args.metrics.split(",") if k.strip()]
-    paths = write_report(runs, args.out or args.dirs[0], args.metric_key, args.sort, args.curve, only)
+    paths = write_report(
+        runs, args.out or args.dirs[0], args.metric_key, args.sort, args.curve, only, args.ci
+    )
     print(paths["markdown"].read_text())
     n_done = sum(r.status == COMPLETED for r in runs)
     print(f"{len(runs)} run folders ({n_done} completed); wrote:")

@@ -244,7 +244,7 @@ def test_selection_follows_val_official_f1(calibrated_run: Path) -> None:
     with (calibrated_run / "metrics_history.csv").open() as f:
         scores = [float(row["val/official_f1"]) for row in csv.DictReader(f)]
     assert len(scores) == 2
-    best_epoch = int(np.argmax(scores))  # the first of equal scores: a later one must beat it
+    best_epoch = int(np.argmax(scores)) + 1  # the first of equal scores; names count epochs from 1
     assert best_of(calibrated_run).name == f"best-epoch{best_epoch:03d}.ckpt"
     state = ckpt["callbacks"][monitors["BestCheckpoint"]]
     assert float(state["best_model_score"]) == pytest.approx(max(scores))

@@ -45,10 +45,11 @@ def cli_run(
 
 def test_train_cli_makes_a_microsecond_run_folder(cli_run) -> None:
     tmp, proc = cli_run
-    runs = list((tmp / "outputs").glob("*/*"))
+    runs = list((tmp / "outputs").glob("2*/*"))  # not outputs/latest/*
     assert len(runs) == 1
     day, stamp = runs[0].parts[-2:]
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) and re.fullmatch(r"\d{2}-\d{2}-\d{2}-\d{6}", stamp)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day)
+    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}-\d{6}_train_cnn_lstm", stamp)
     assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / "test_metrics.json").is_file()
     assert "308,420 parameters" in proc.stdout
     assert re.search(r"^epoch 1/1 \(", proc.stdout, re.M)  # plain lines when not a terminal
@@ -67,7 +68,7 @@ def test_eval_console_script_from_checkpoint(cli_run, cache_dir: Path) -> None:
     script = Path(sys.executable).parent / "ecg-lab-eval"
     assert script.is_file(), "console script not installed; run `make venv`"
     run([str(script), f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}", "trainer=cpu"], tmp)
-    evals = [p for p in (tmp / "outputs").glob("*/*/test_metrics.json") if p.parent != ckpt.parent.parent]
+    evals = list(ckpt.parent.parent.glob("eval/*/test_metrics.json"))  # beside the checkpoint's run
     assert len(evals) == 1
     results = json.loads(evals[0].read_text())
     assert results["task_name"] == "eval" and results["n_params"] == 308_420
@@ -87,7 +88,7 @@ def test_multirun_subfolders_are_named_by_job_and_overrides(tmp_path: Path, cach
         ],
         tmp_path,
     )
-    jobs = sorted(p.name for p in (tmp_path / "multirun").glob("*/*/*") if p.is_dir())
+    jobs = sorted(p.name for p in (tmp_path / "multirun").glob("2*/*/*") if p.is_dir())  # not latest/
     assert len(jobs) == 2
     assert (
         jobs[0].startswith("0_") and "seed=1" in jobs[0] and jobs[1].startswith("1_") and "seed=2" in jobs[1]

@@ -246,3 +246,11 @@ def test_aggregate_runs_are_grouped_by_their_window_model(tmp_path: Path) -> Non
     assert rows["[cnn_lstm model.net.conv_bias=true] → aggregate cnn_lstm aggregator=bigru"]["n_runs"] == 2
     assert rows["[cnn_lstm] → aggregate cnn_lstm aggregator=bigru"]["n_runs"] == 2
     assert rows["cnn_lstm model.net.conv_bias=true"]["n_runs"] == 1
+
+
+def test_an_eval_beside_its_run_is_not_one_more_run(tmp_path: Path) -> None:
+    """ecg_lab.eval writes into <run>/eval/<stamp>: re-testing a run must not count it twice."""
+    run = make_run(tmp_path / "run", model="gru")
+    make_run(run / "eval" / "2026-11-30_10-00-00", model="gru")
+    (row,) = aggregate(find_runs([tmp_path]))
+    assert row["n_runs"] == 1

@@ -98,7 +98,9 @@ def test_the_table_is_cached_with_the_prepared_records(
     prepared = prepare_records(folder, Preprocessing(), cache)
     calls = []
     compute = RRFeatures.compute
-    monkeypatch.setattr(RRFeatures, "compute", lambda self, p: calls.append(1) or compute(self, p))
+    monkeypatch.setattr(
+        RRFeatures, "compute", lambda self, p, fs=None: calls.append(1) or compute(self, p, fs)
+    )
 
     first = RRFeatures().table(prepared, cache)
     again = RRFeatures().table(prepare_records(folder, Preprocessing(), cache), cache)
@@ -212,3 +214,22 @@ def test_train_eval_on_another_folder_and_export_refused(tmp_path: Path, cache_d
         f"Error: ckpt_path={ckpt} was trained with features=rr (RR-interval features beside the signal), "
         "which the edge runtime does not compute; export a checkpoint trained with features=none"
     )
+
+
+def test_features_of_resampled_records_are_computed_at_their_rate(train_cfg) -> None:
+    """With data.preprocess.resample_to the prepared signals are at the new rate: R-peaks found there must
+    be timed at it (read at the recordings' 300 Hz, every RR interval would come out halved)."""
+    tables = {}
+    for rate, window in ((None, 1500), (150, 750)):
+        resample = [] if rate is None else [f"data.preprocess.resample_to={rate}"]
+        dm = hydra.utils.instantiate(
+            train_cfg("features=rr", *resample, f"data.preprocess.window={window}").data
+        )
+        dm.prepare_data()
+        dm.setup()
+        items = (dm.datasets["train"][i] for i in range(len(dm.datasets["train"])))
+        tables[rate] = {int(record): inputs["rr"].numpy() for _, _, record, inputs in items}
+    hr = NAMES.index("hr")
+    assert tables[150].keys() == tables[None].keys()
+    ratios = [tables[150][r][hr] / row[hr] for r, row in tables[None].items() if row[hr] > 0]
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.05), ratios  # read at 300 Hz it would be 2

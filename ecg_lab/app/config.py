@@ -12,6 +12,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from ecg_lab.app.run_folders import beside_checkpoint, run_name
 from ecg_lab.errors import UserError
 
 # conf/ beside the package; absolute, so console scripts and `python -m` find it alike
@@ -62,6 +63,8 @@ RESOLVERS = {
     "job_name": job_name,
     "short_dirname": short_dirname,
     "window_rate": window_rate,
+    "run_name": run_name,
+    "beside_checkpoint": beside_checkpoint,
 }
 
 

@@ -3,9 +3,10 @@
 :class:`RunOutputs` writes everything a run leaves behind: ``run_status.json`` (running → completed |
 failed; a running one whose process is gone reads as killed, :func:`read_status`), the split manifest
 (``split.csv``), ``skipped_records.csv``, ``class_weights.json``, ``test_metrics.json`` and the task's
-test figures. A task provides its part through two small interfaces: its datamodule is a
-:class:`RunData` and its LightningModule a :class:`TestReporter`. A new task implements those two and
-nothing else of the run machinery. Only rank zero writes.
+test figures and files (a classifier's ``predictions.csv`` and ``window_predictions.csv``). A task
+provides its part through two small interfaces: its datamodule is a :class:`RunData` and its
+LightningModule a :class:`TestReporter`. A new task implements those two and nothing else of the run
+machinery. Only rank zero writes.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
 
 @dataclass
 class TestOutcome:
-    """What a task reports after testing: metrics for ``test_metrics.json`` and its figures, each a
-    file name with the function that draws it into a given path."""
+    """What a task reports after testing: metrics for ``test_metrics.json``, its figures, each a file
+    name with the function that draws it into a given path, and further ``files`` (tables such as a
+    classifier's ``predictions.csv``), each a file name with the function that writes it there."""
 
     __test__ = False  # a name pytest would otherwise try to collect
 
     metrics: dict[str, Any]
     figures: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
+    files: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -197,8 +200,8 @@ class RunOutputs:
         extra: dict[str, Any],
         ckpt_path: str | None = None,
     ) -> dict[str, Any]:
-        """Test ``model`` (or the weights at ``ckpt_path``); write ``test_metrics.json`` and the task's
-        figures; return the metrics (the task's, then the epoch means Lightning logged)."""
+        """Test ``model`` (or the weights at ``ckpt_path``); write ``test_metrics.json``, the task's
+        figures and files; return the metrics (the task's, then the epoch means Lightning logged)."""
         logged = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
         outcome = model.test_outcome()
         metrics = dict(outcome.metrics)
@@ -208,5 +211,7 @@ class RunOutputs:
             self.json("test_metrics.json", {**extra, **metrics})
             for name, draw in outcome.figures.items():
                 draw(self.dir / name)
+            for name, write in outcome.files.items():
+                write(self.dir / name)
             log.info("test metrics written to %s", self.dir / "test_metrics.json")
         return metrics

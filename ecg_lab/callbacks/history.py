@@ -80,7 +80,9 @@ class MetricsHistory(Callback):
         self.write()
 
     def write(self) -> Path:
-        """Write ``metrics_history.csv`` (one row per epoch)."""
+        """Write ``metrics_history.csv`` (one row per epoch). Its ``epoch`` column is Lightning's epoch index
+        (from 0), as in ``csv/metrics.csv`` and as resuming and ``ecg_lab.report`` read it; the console,
+        ``train.log``, figures and checkpoint names show that index + 1."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / "metrics_history.csv"
         keys = sorted({k for r in self.rows for k in r} - {"epoch", "step", "time_s"})

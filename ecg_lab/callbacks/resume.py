@@ -79,7 +79,13 @@ def same_folder(a: str | Path | None, b: str | Path | None) -> bool:
 
 class BestCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose best score survives a resume into another folder, and which leaves
-    one best file after a resume into its own."""
+    one best file after a resume into its own. Its file names count epochs from 1, as the console and
+    ``train.log`` do (``best-epoch045.ckpt``: the 45th epoch; Lightning's own epoch counts from 0)."""
+
+    def format_checkpoint_name(self, metrics: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, *args, **kwargs)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath")

@@ -168,7 +168,8 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
         network input ``features.INPUT``."""
         if self.features is None:
             return
-        table = torch.from_numpy(self.features.table(prepared, self.cache_dir))
+        rate = self.preprocess.rate(self.fs)  # the prepared signals' rate (resample_to when set)
+        table = torch.from_numpy(self.features.table(prepared, self.cache_dir, rate))
         for part, dataset in self.datasets.items():
             self.datasets[part] = RecordInputs(dataset, {self.features.INPUT: table})  # type: ignore[assignment]
 

@@ -20,6 +20,8 @@ from ecg_lab.classification.calibration import recording_scores
 from ecg_lab.classification.figures import plot_confusion_matrix
 from ecg_lab.classification.loss import WeightedCrossEntropy
 from ecg_lab.classification.metrics import record_probabilities, window_metrics
+from ecg_lab.classification.predictions import predictions_of, score_intervals, with_items
+from ecg_lab.edge.predictions import PREDICTIONS, Predictions
 from ecg_lab.edge.runtime import calibrated
 from ecg_lab.models.crnn import count_parameters
 
@@ -77,6 +79,8 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.record_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         #: the fitted calibration (ecg_lab.classification.calibration), applied to test recordings
         self.calibration: dict[str, Any] | None = None
+        #: the last test's predictions, record by record and window by window (predictions.csv)
+        self.test_predictions: Predictions | None = None
 
     def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         return self.net(x, **inputs)
@@ -162,11 +166,13 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         chunks = self._outputs.pop(stage, [])
         if not chunks:
             return {}
-        out = gather_rows(torch.cat(chunks))
+        out = gather_rows(with_items(self, stage, torch.cat(chunks)))  # test rows: + dataset positions
         k = len(self.classes)
         rec_probs, rec_targets = record_probabilities(out[:, :k], out[:, k].long(), out[:, k + 1].long())
         probs, targets = rec_probs.cpu().numpy(), rec_targets.cpu().numpy()
         self.record_outputs[stage] = (probs, targets)
+        if stage == "test":
+            self.test_predictions = predictions_of(self, out, probs, self.calibration)
         scores = recording_scores(targets, probs.argmax(1), self.classes)
         if stage == "test" and self.calibration:
             preds = calibrated(probs, self.calibration)[1]
@@ -181,6 +187,7 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         results = self._eval_epoch_end("test")
         results["n_windows"] = int(np.sum(results["confusion_matrix"]))
+        results.update(score_intervals(self.test_predictions))  # 95% bootstrap intervals over recordings
         self._test_metrics = {"classes": list(self.classes), "n_params": self.n_params, **results}
 
     def test_outcome(self) -> TestOutcome:
@@ -195,7 +202,8 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             figures["confusion_matrix_records.png"] = lambda path: plot_confusion_matrix(
                 m["record_confusion_matrix"], self.classes, path, "test recordings"
             )
-        return TestOutcome(dict(m), figures)
+        files = {PREDICTIONS: self.test_predictions.write} if self.test_predictions is not None else {}
+        return TestOutcome(dict(m), figures, files)
 
     def checkpoint_info(self) -> dict[str, Any]:
         calibration = {"calibration": self.calibration} if self.calibration else {}

@@ -145,13 +145,17 @@ class RRFeatures:
             return no_rr(), "few"
         return rr_statistics(peaks, signal.size, fs), "ok"
 
-    def compute(self, prepared: PreparedRecords) -> tuple[np.ndarray, dict[str, int]]:
+    def compute(
+        self, prepared: PreparedRecords, fs: float | None = None
+    ) -> tuple[np.ndarray, dict[str, int]]:
         """The table ``(records, WIDTH)`` float32 and the count of records per outcome; logs once how
-        many got the zero vector."""
+        many got the zero vector. ``fs``: the prepared signals' rate (``data.preprocess.resample_to``
+        when set; default ``prepared.fs``, the recordings' rate)."""
+        fs = float(fs or prepared.fs)
         t0 = time.perf_counter()
         rows, counts = [], {"ok": 0, "few": 0, "failed": 0}
         for i in range(len(prepared)):
-            values, outcome = self.record(prepared.signal(i), prepared.fs)
+            values, outcome = self.record(prepared.signal(i), fs)
             rows.append(values)
             counts[outcome] += 1
         if counts["few"] or counts["failed"]:
@@ -166,26 +170,30 @@ class RRFeatures:
         log.info("RR features of %d records computed in %.1f s", len(prepared), time.perf_counter() - t0)
         return np.stack(rows).astype(np.float32), counts
 
-    def cache_key(self, prepared: PreparedRecords) -> dict:
-        """What a cached table is made from: the prepared records' entry, the version and settings."""
+    def cache_key(self, prepared: PreparedRecords, fs: float | None = None) -> dict:
+        """What a cached table is made from: the prepared records' entry and rate, the version and
+        settings."""
         assert prepared.cache_path is not None
         return {
             "kind": "rr_features",
             "version": FEATURE_VERSION,
             "prepared": prepared.cache_path.name,
+            "fs": float(fs or prepared.fs),
             "method": self.method,
             "min_beats": self.min_beats,
             "neurokit2": nk.__version__,
         }
 
-    def table(self, prepared: PreparedRecords, cache_dir: Path | str | None) -> np.ndarray:
-        """The table of ``prepared`` (row i: record ``prepared.ids[i]``), through the cache when the
-        records came from it."""
+    def table(
+        self, prepared: PreparedRecords, cache_dir: Path | str | None, fs: float | None = None
+    ) -> np.ndarray:
+        """The table of ``prepared`` (row i: record ``prepared.ids[i]``; signals at ``fs``, see
+        :meth:`compute`), through the cache when the records came from it."""
         if cache_dir is None or prepared.cache_path is None:
-            return self.compute(prepared)[0]
+            return self.compute(prepared, fs)[0]
 
         def build(folder: Path) -> dict:
-            values, counts = self.compute(prepared)
+            values, counts = self.compute(prepared, fs)
             np.savez(folder / TABLE_FILE, ids=prepared.ids, values=values)
             return {"names": list(NAMES), "counts": counts}
 
@@ -197,5 +205,5 @@ class RRFeatures:
             check_finite(TABLE_FILE, arrays["values"])
             return arrays["values"].astype(np.float32)
 
-        values, _ = cached(cache_dir, "rr_features", self.cache_key(prepared), build, load)
+        values, _ = cached(cache_dir, "rr_features", self.cache_key(prepared, fs), build, load)
         return values

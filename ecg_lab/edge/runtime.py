@@ -10,7 +10,8 @@ with its architecture, hyperparameters, source checkpoint and files (``<name>_<i
 ``<name>_<i>.onnx``); a window's probabilities are the mean of the members' softmax probabilities::
 
     python -m ecg_lab.edge generate --export DIR --n 10 --out synth.csv [--png]
-    python -m ecg_lab.edge classify --export DIR --record A00002.mat [--fs HZ]
+    python -m ecg_lab.edge classify --export DIR --record A00002.mat [--record ...] [--fs HZ]
+        [--predictions OUT.csv [--reference REFERENCE.csv]]
 
 The runtime checks the folder before it runs it: the config's keys, the config against its recorded
 checksum, and each weights file it loads against its own; a file that does not match is named, with
@@ -495,10 +496,21 @@ def classify(
     """The recording's class (mean of its windows' probabilities, under the export's calibration when
     it has one: :func:`calibrated`), its probabilities and window count; ``fs``: its rate, when not the
     export's."""
-    probs = softmax(model.logits(windows_of(model.config, signal, fs, where)))
-    calibration = model.config.get("calibration")
+    return decide(model.config, window_probabilities(model, signal, fs, where))
+
+
+def window_probabilities(
+    model: EdgeModel, signal: np.ndarray, fs: float | None = None, where: str | Path = "recording"
+) -> np.ndarray:
+    """The class probabilities ``(windows, classes)`` of each window of the recording."""
+    return softmax(model.logits(windows_of(model.config, signal, fs, where)))
+
+
+def decide(config: dict[str, Any], probs: np.ndarray) -> dict[str, Any]:
+    """:func:`classify`'s result from a recording's window probabilities ``probs``."""
+    calibration = config.get("calibration")
     mean, pred = calibrated(probs.mean(0, keepdims=True), calibration)
-    classes = model.config["classes"]
+    classes = config["classes"]
     result = {
         "class": classes[int(pred[0])],
         "probabilities": dict(zip(classes, mean[0].astype(np.float64).round(4).tolist(), strict=True)),
@@ -531,6 +543,13 @@ def write_png(path: str | Path, signals: np.ndarray, fs: float) -> None:
 def classify_file(model: EdgeModel, path: str | Path, fs: float | None = None) -> dict[str, Any]:
     """:func:`classify` the recording at ``path``; a rate neither it nor ``fs`` states is taken to be
     the export's, with a note on stderr."""
+    return classify(model, *recording_at_rate(model, path, fs), path)
+
+
+def recording_at_rate(
+    model: EdgeModel, path: str | Path, fs: float | None = None
+) -> tuple[np.ndarray, float]:
+    """The recording at ``path`` and its rate (read, ``fs``, or else the export's, with a note on stderr)."""
     signal, stated = read_recording(path, fs)
     if stated is None:
         stated = float(model.config["fs"])
@@ -539,16 +558,16 @@ def classify_file(model: EdgeModel, path: str | Path, fs: float | None = None) -
             f"assuming the export's {stated:g} Hz",
             file=sys.stderr,
         )
-    return classify(model, signal, stated, path)
+    return signal, stated
 
 
-def check_out(path: str | Path) -> None:
-    """Refuse an ``--out`` that is a folder or lies in a missing one."""
+def check_out(path: str | Path, flag: str = "--out", example: str = "synth.csv") -> None:
+    """Refuse an output file (``flag``) that is a folder or lies in a missing one."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"--out {path}: is a folder; give a file name, e.g. --out {path / 'synth.csv'}")
+        raise ValueError(f"{flag} {path}: is a folder; give a file name, e.g. {flag} {path / example}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"--out {path}: no folder {path.parent}; create it or give another path")
+        raise FileNotFoundError(f"{flag} {path}: no folder {path.parent}; create it or give another path")
 
 
 def sampling_rate(text: str) -> float:
@@ -576,7 +595,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="synth.csv")
     g.add_argument("--png", action="store_true", help="also write <out>.png (needs matplotlib)")
-    c.add_argument("--record", required=True, help="a PhysioNet 2017 .mat (+ .hea) or a CSV of mV values")
+    c.add_argument(
+        "--record",
+        required=True,
+        action="append",
+        help="a PhysioNet 2017 .mat (+ .hea) or a CSV of mV values; repeat it for more (a JSON line each)",
+    )
+    c.add_argument(
+        "--predictions",
+        default=None,
+        metavar="OUT.csv",
+        help="also write the recordings' predictions there and their windows' to window_OUT.csv beside it",
+    )
+    c.add_argument(
+        "--reference", default=None, help="a REFERENCE.csv (record,label) giving the true labels for them"
+    )
     c.add_argument(
         "--fs",
         type=sampling_rate,
@@ -606,4 +639,29 @@ def run(args: argparse.Namespace) -> None:
             write_png(Path(args.out).with_suffix(".png"), signals, fs)
         print(f"{len(signals)} ECGs written to {args.out}")
     else:
-        print(json.dumps(classify_file(model, args.record, args.fs)))
+        classify_records(model, args.record, args.fs, args.predictions, args.reference)
+
+
+def classify_records(
+    model: EdgeModel,
+    paths: Sequence[str],
+    fs: float | None = None,
+    predictions: str | None = None,
+    reference: str | None = None,
+) -> None:
+    """Print each recording's :func:`classify` result as one JSON line; with ``predictions``, also write
+    the predictions tables (:mod:`ecg_lab.edge.predictions`), true labels from ``reference`` or unknown."""
+    from ecg_lab.edge.predictions import recording_predictions, reference_labels
+
+    if predictions is not None:
+        check_out(predictions, "--predictions", "predictions.csv")
+    labels = reference_labels(reference, model.config["classes"]) if reference else {}
+    probs = []
+    for path in paths:
+        probs.append(window_probabilities(model, *recording_at_rate(model, path, fs), path))
+        print(json.dumps(decide(model.config, probs[-1])), flush=True)
+    if predictions is not None:
+        records = [Path(p).stem for p in paths]
+        targets = [labels.get(r, "") for r in records]
+        written = recording_predictions(model.config, records, targets, probs).write(predictions)
+        print(f"predictions written to {written[0]} and {written[1]}", file=sys.stderr)

@@ -182,6 +182,32 @@ class CRNN(nn.Module):
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The readout ``(batch, out_dim)`` the head classifies. ``lengths``: each item's valid samples
         when ``x`` is zero-padded at the end (None: all valid); see the module's docstring."""
+        f, out, steps = self._outputs(x, lengths)
+        if out is None:
+            return masked_mean(f, steps)
+        if self.readout == "last":
+            z = self._last(out, steps)
+        elif self.readout == "mean":
+            z = masked_mean(out, steps)
+        else:
+            z = torch.einsum("bt,btd->bd", self._attention(out, steps), out)
+        if self.use_residual:
+            pooled = masked_mean(f, steps)
+            z = z + (self.residual(pooled) if self.residual is not None else pooled)
+        return z
+
+    def attention_weights(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention readout's weights ``(batch, steps)`` over the RNN's time steps (each row sums
+        to 1, zero at padded steps), as :meth:`embed` uses them; ValueError for another readout."""
+        if self.attn is None:
+            raise ValueError(f"this CRNN reads out {self.readout!r} (rnn={self.rnn!r}), not attention")
+        _, out, steps = self._outputs(x, lengths)
+        return self._attention(out, steps)
+
+    def _outputs(
+        self, x: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """CNN features, the (normalised) RNN outputs (None without an RNN) and each item's valid steps."""
         lengths = self._padded(x, lengths)
         f, steps = self.sequence(x, lengths)
         if lengths is not None and steps is not None and bool((steps < 1).any()):
@@ -189,22 +215,15 @@ class CRNN(nn.Module):
                 f"a padded item of {int(lengths[steps.argmin()])} samples gives the network no time "
                 "step; keep shorter recordings out (data.preprocess.window sets the shortest kept)"
             )
-        if self.rnn is None:
-            return masked_mean(f, steps)
-        out = self.norm(self._recur(f, steps))
-        if self.readout == "last":
-            z = self._last(out, steps)
-        elif self.readout == "mean":
-            z = masked_mean(out, steps)
-        else:
-            scores = self.attn(out).squeeze(-1)
-            if steps is not None:
-                scores = scores.masked_fill(~step_mask(steps, out.shape[1]), float("-inf"))
-            z = torch.einsum("bt,btd->bd", torch.softmax(scores, dim=1), out)
-        if self.use_residual:
-            pooled = masked_mean(f, steps)
-            z = z + (self.residual(pooled) if self.residual is not None else pooled)
-        return z
+        return f, (None if self.rnn is None else self.norm(self._recur(f, steps))), steps
+
+    def _attention(self, out: torch.Tensor, steps: torch.Tensor | None) -> torch.Tensor:
+        """Softmax of the attention scores of ``out`` over each item's valid steps ``(batch, steps)``."""
+        assert self.attn is not None
+        scores = self.attn(out).squeeze(-1)
+        if steps is not None:
+            scores = scores.masked_fill(~step_mask(steps, out.shape[1]), float("-inf"))
+        return torch.softmax(scores, dim=1)
 
     def _padded(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
         """``lengths`` when some item is padded, None when none is; ValueError with ``seq_len``, which

@@ -4,6 +4,12 @@ A run folder is any folder holding ``.hydra/config.yaml``. Runs are grouped into
 model name plus the job's overrides, minus seed, fold and path-like keys); each configuration gets mean
 and standard deviation of its test metrics over its completed runs. Writes ``results_table.csv``,
 ``results_table.md``, ``results_f1.png`` and ``validation_curves.png``.
+
+With ``ci``, a metric whose runs carry a bootstrap interval (``<metric>_ci`` in ``test_metrics.json``)
+also gets the mean over runs of each bound (``<metric>_ci_lo``, ``<metric>_ci_hi``): a single run's cell
+reads ``0.775 [0.751, 0.798]``, several runs' ``0.775 ± 0.012 [0.751, 0.798]``. The mean of the bounds
+is the typical width of one run's interval (the uncertainty from the test recordings), the std the
+spread between runs (seeds, folds); the two are shown side by side, not merged into one interval.
 """
 
 from __future__ import annotations
@@ -40,8 +46,11 @@ IGNORED_KEYS: tuple[str, ...] = (
     "hydra/launcher",
     "callbacks.progress.*",
 )
-# folders of a run's own outputs, not searched for further runs
-RUN_OUTPUT_DIRS = frozenset({"checkpoints", "csv", "tensorboard", "wandb", "export"})
+# folders of a run's own outputs, not searched for further runs: an eval of a run's own split beside it
+# would otherwise count as one more run of that configuration (an aggregate run is searched: make best)
+RUN_OUTPUT_DIRS = frozenset(
+    {"checkpoints", "csv", "tensorboard", "wandb", "export", "export_runs", "eval", "explain"}
+)
 BASE_METRICS: tuple[str, ...] = ("f1", "auroc", "acc", "official_f1")
 LABELS = {"f1": "test weighted F1", "auroc": "AUROC", "acc": "accuracy", "official_f1": "official F1"}
 
@@ -277,14 +286,31 @@ def metric_keys(runs: Sequence[Run], extra: Sequence[str] = (), only: Sequence[s
     return keys + [k for k in extra if k not in keys]
 
 
+CI_BOUNDS = ("lo", "hi")
+
+
+def interval_bounds(metrics: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``<key>_ci_lo`` and ``<key>_ci_hi`` of each ``<key>_ci: [lo, hi]`` in ``metrics`` (None where it
+    is missing or not a pair)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        ci = metrics.get(f"{key}_ci")
+        pair = ci if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
+        out |= {f"{key}_ci_{bound}": value for bound, value in zip(CI_BOUNDS, pair, strict=True)}
+    return out
+
+
 def _run_table(runs: Sequence[Run], columns: Sequence[str]) -> pd.DataFrame:
     """One row per run: configuration, model, status, seed, fold and the ``columns`` of its test
-    metrics as numbers (NaN where missing, not numeric or not finite)."""
+    metrics as numbers (NaN where missing, not numeric or not finite); a column ``<key>_ci_lo|hi`` is
+    a bound of the run's interval ``<key>_ci``."""
     info = pd.DataFrame(
         [(r.configuration, r.model, r.status, r.seed, r.fold, r.metrics.get("hardware")) for r in runs],
         columns=["configuration", "model", "status", "seed", "fold", "hardware"],
     ).astype({"seed": "Int64", "fold": "Int64"})
-    values = pd.DataFrame.from_records([r.metrics for r in runs], columns=list(columns), index=info.index)
+    with_ci = [c.removesuffix("_ci_lo") for c in columns if c.endswith("_ci_lo")]
+    records = [r.metrics | interval_bounds(r.metrics, with_ci) for r in runs]
+    values = pd.DataFrame.from_records(records, columns=list(columns), index=info.index)
     values = values.apply(pd.to_numeric, errors="coerce").astype(float)
     return pd.concat([info, values.where(np.isfinite(values))], axis=1)
 
@@ -294,16 +320,22 @@ def _joined(values: pd.Series) -> str:
 
 
 def aggregate(
-    runs: Sequence[Run], extra_metrics: Sequence[str] = (), sort: str = "f1", only: Sequence[str] = ()
+    runs: Sequence[Run],
+    extra_metrics: Sequence[str] = (),
+    sort: str = "f1",
+    only: Sequence[str] = (),
+    ci: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per configuration: counts, seeds, folds, and ``<metric>_mean`` / ``<metric>_std``.
+    """One row per configuration: counts, seeds, folds, and ``<metric>_mean`` / ``<metric>_std``; with
+    ``ci`` also ``<metric>_ci_lo`` / ``<metric>_ci_hi``, the means of its runs' interval bounds.
 
     Rows are sorted by ``<sort>_mean`` descending (NaN last), or by name with ``sort="configuration"``.
     """
     if not runs:
         return []
     keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics, only)
-    table = _run_table(runs, [*keys, "n_params", "epochs", "wall_time_s"])
+    bounds = [f"{k}_ci_{b}" for k in keys for b in CI_BOUNDS] if ci else []
+    table = _run_table(runs, [*keys, *bounds, "n_params", "epochs", "wall_time_s"])
     configurations = table.groupby("configuration", sort=False)
     done = table[table["status"] == COMPLETED].groupby("configuration")
     statuses = {"n_runs": COMPLETED, "n_failed": FAILED, "n_killed": KILLED, "n_running": RUNNING}
@@ -325,7 +357,12 @@ def aggregate(
         },
         index=configurations.size().index,
     )
-    summary = summary.join(stats).fillna({"seeds": "", "folds": "", "hardware": ""}).reset_index()
+    summary = (
+        summary.join(stats)
+        .join(done[bounds].mean())
+        .fillna({"seeds": "", "folds": "", "hardware": ""})
+        .reset_index()
+    )
     n_params = [None if math.isnan(v) else int(v) for v in summary["n_params"]]
     summary["n_params"] = pd.Series(n_params, index=summary.index, dtype=object)
     summary = summary.sort_values("configuration")
@@ -346,10 +383,12 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _fmt_metric(mean: Any, std: Any) -> str:
+def _fmt_metric(mean: Any, std: Any, lo: Any = None, hi: Any = None) -> str:
+    """``mean``, ``± std`` when known, ``[lo, hi]`` when both bounds are known."""
     if _is_missing(mean):
         return "–"
-    return f"{mean:.3f}" if _is_missing(std) else f"{mean:.3f} ± {std:.3f}"
+    cell = f"{mean:.3f}" if _is_missing(std) else f"{mean:.3f} ± {std:.3f}"
+    return cell if _is_missing(lo) or _is_missing(hi) else f"{cell} [{lo:.3f}, {hi:.3f}]"
 
 
 def _fmt_number(v: Any, digits: int = 1) -> str:
@@ -381,7 +420,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Se
             r["seeds"] or "–",
         ]
         cells += [r["folds"] or "–"] if show_folds else []
-        cells += [_fmt_metric(r.get(f"{k}_mean"), r.get(f"{k}_std")) for k in keys]
+        cells += [
+            _fmt_metric(r.get(f"{k}_mean"), r.get(f"{k}_std"), r.get(f"{k}_ci_lo"), r.get(f"{k}_ci_hi"))
+            for k in keys
+        ]
         cells += [
             "–" if r["n_params"] is None else f"{r['n_params']:,}",
             _fmt_number(r["epochs"]),
@@ -470,12 +512,13 @@ def write_report(
     sort: str = "f1",
     curve_key: str = "val/f1",
     only: Sequence[str] = (),
+    ci: bool = False,
 ) -> dict[str, Path]:
     """Write the CSV and markdown tables and both plots into ``out_dir``; returns their paths.
-    ``only``: the metric columns instead of the default ones."""
+    ``only``: the metric columns instead of the default ones; ``ci``: with the bootstrap intervals."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(runs, extra_metrics, sort, only)
+    rows = aggregate(runs, extra_metrics, sort, only, ci)
     keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics, only)
     md = out / "results_table.md"
     md.write_text("# Results\n\n" + markdown_table(rows, runs, keys))
