@@ -43,7 +43,7 @@ def test_non_finite_batch_stops_training(bad: float) -> None:
     trainer = SimpleNamespace(current_epoch=1, global_step=9)
     guard = StopOnNonFinite()
     guard.on_train_batch_start(trainer, None, (torch.zeros(4, 1, 100), torch.zeros(4)), 0)  # finite: fine
-    with pytest.raises(NonFiniteError, match="training batch at epoch 1, batch 3.*1 non-finite input values"):
+    with pytest.raises(NonFiniteError, match="training batch at epoch 2, batch 4.*1 non-finite input values"):
         guard.on_train_batch_start(trainer, None, (x, torch.zeros(4)), 3)
     with pytest.raises(NonFiniteError, match="validation batch"):
         guard.on_validation_batch_start(trainer, None, (x, torch.zeros(4)), 0)

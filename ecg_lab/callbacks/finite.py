@@ -27,7 +27,8 @@ def tensors(batch: Any) -> list[torch.Tensor]:
 
 
 def where(trainer: pl.Trainer, batch_idx: int) -> str:
-    return f"epoch {trainer.current_epoch}, batch {batch_idx} (step {trainer.global_step})"
+    """Where training is, as a person reads it: epochs and batches counted from 1 (as the console)."""
+    return f"epoch {trainer.current_epoch + 1}, batch {batch_idx + 1} (step {trainer.global_step})"
 
 
 class StopOnNonFinite(Callback):
