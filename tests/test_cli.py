@@ -96,7 +96,7 @@ def test_multirun_subfolders_are_named_by_job_and_overrides(tmp_path: Path, cach
     assert "paths.cache_dir" not in jobs[0]
 
 
-VERBS = ("train", "eval", "generate", "analyze", "export", "report")
+VERBS = ("train", "eval", "aggregate", "explain", "generate", "analyze", "export", "report")
 
 
 def test_console_scripts_are_declared_for_every_verb() -> None:

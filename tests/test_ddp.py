@@ -104,7 +104,7 @@ def test_ddp_two_cpu_processes_share_one_run_folder(tmp_path: Path, cache_dir: P
     proc = run_train([*ddp_args(cache_dir), "trainer.max_epochs=2"], tmp_path)
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
 
-    runs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    runs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir() and p.parts[-2] != "latest"]
     assert len(runs) == 1, f"expected one run folder, got {runs}"
     run = runs[0]
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -135,7 +135,7 @@ def test_ddp_vae_fidelity_is_gathered_from_every_rank(tmp_path: Path, cache_dir:
     """The LSTM-VAE's test metrics score every test window once, from both ranks, not rank 0's share."""
     args = [*ddp_args(cache_dir, ODD_NORMAL), "trainer.max_epochs=1", "trainer.limit_test_batches=null"]
     run_train(args, tmp_path)
-    (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir() and p.parts[-2] != "latest"]
     metrics = json.loads((run / "test_metrics.json").read_text())
     n_test, _ = n_test_windows(ODD_NORMAL, tmp_path / "count", cache_dir)
     assert metrics["n_windows"] == n_test
@@ -151,7 +151,8 @@ def test_ddp_in_a_sequential_multirun_keeps_each_job_in_its_folder(tmp_path: Pat
     proc = run_train(["-m", "model=cnn_only,gru", *ddp_args(cache_dir), "trainer.max_epochs=1"], tmp_path)
     assert (proc.stdout + proc.stderr).count("GLOBAL_RANK: 1, MEMBER: 2/2") == 2
     assert not (tmp_path / "outputs").exists()  # no stray single-run folder from a rank
-    jobs = sorted(p for p in (tmp_path / "multirun").glob("*/*/*") if p.is_dir())
+    found = (tmp_path / "multirun").glob("*/*/*")
+    jobs = sorted(p for p in found if p.is_dir() and "latest" not in p.parts[-3:])
     assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1"]
     for job in jobs:
         assert json.loads((job / "run_status.json").read_text())["status"] == "completed"

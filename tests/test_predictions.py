@@ -187,6 +187,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     return out
 
 
+def synthetic_root(tmp: Path, cache_dir: Path) -> Path:
+    """The record folder of the synthetic data ``trained`` used (the shared cache may hold others)."""
+    cfg = compose_config("train", [*SMALL_SYNTHETIC, *SHORT], tmp, cache_dir)
+    return hydra.utils.instantiate(cfg.data).record_root()
+
+
 def best_of(run: Path) -> Path:
     (best,) = (run / "checkpoints").glob("best-*.ckpt")
     return best
@@ -272,7 +278,7 @@ def test_edge_classify_writes_the_same_predictions(
     training stack) writes the rows training's test wrote; without ``--reference`` the labels are empty."""
     folder = exported
     want = read_rows(trained / "predictions.csv")
-    (root,) = (cache_dir / "synthetic").glob("*/training2017")
+    root = synthetic_root(tmp_path, cache_dir)
     records = [str(root / f"{r['record']}.mat") for r in want]
     out = tmp_path / "out" / "predictions.csv"
     out.parent.mkdir()
@@ -301,7 +307,7 @@ def test_edge_classify_writes_the_same_predictions(
 
 def test_edge_predictions_refuse_bad_input(exported: Path, tmp_path: Path, cache_dir: Path, capsys) -> None:
     folder = exported
-    (record,) = list((cache_dir / "synthetic").glob("*/training2017/A00001.mat"))
+    record = synthetic_root(tmp_path, cache_dir) / "A00001.mat"
     reference = tmp_path / "REFERENCE.csv"
     reference.write_text("A00001,X\n")
     for extra, message in (

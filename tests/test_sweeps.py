@@ -298,9 +298,10 @@ def test_wandb_runs_of_a_sweep_share_its_group_and_are_named_by_overrides(
         tmp_path,
         WANDB_MODE="offline",
     )
-    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    (sweep,) = (p for p in (tmp_path / "multirun").glob("*/*") if p.parts[-2] != "latest")
     day, stamp = sweep.parts[-2:]
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) and re.fullmatch(r"\d{2}-\d{2}-\d{2}-\d{6}", stamp)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) and re.fullmatch(r"\d{2}-\d{2}-\d{2}-\d{6}_train", stamp)
+    assert (tmp_path / "multirun" / "latest").resolve() == sweep.resolve()
     jobs = jobs_in(sweep)
     assert sorted(jobs) == ["0_logger=wandb,model=cnn_only,seed=1", "1_logger=wandb,model=cnn_only,seed=2"]
     for name, job in jobs.items():

@@ -39,3 +39,11 @@ def report() -> Any:
 
 def check_backend() -> Any:
     return _run("check_backend")
+
+
+def aggregate() -> Any:
+    return _run("aggregate")
+
+
+def explain() -> Any:
+    return _run("explain")
