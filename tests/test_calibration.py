@@ -184,6 +184,10 @@ def test_train_stores_the_fit_in_the_best_checkpoint_and_tests_with_it(calibrate
     )
     results = json.loads((calibrated_run / "test_metrics.json").read_text())
     assert results["calibration"] == stored and results["ckpt_path"] == str(best_of(calibrated_run))
+    # the fit's validation and the test restore the best checkpoint's callback states: the wall time
+    # must not take that checkpoint's epochs for a resumed run's (it did, doubling it)
+    status = json.loads((calibrated_run / "run_status.json").read_text())
+    assert 0 < results["wall_time_s"] <= status["wall_time_s"]
     for key in ("official_f1", "F1_A", "record_confusion_matrix"):
         assert f"{key}_uncalibrated" in results
     with (calibrated_run / "csv" / "metrics.csv").open() as f:  # the fit's validation logs no epoch row

@@ -112,3 +112,9 @@ def test_training_time_of_a_resumed_checkpoint(tmp_path: Path) -> None:
     history.load_state_dict({"rows": [{"epoch": 0.0, "step": 5.0}]})
     assert history.resumed_s is None and wall_time(2.0, trainer) is None
     assert wall_time(2.0, SimpleNamespace(callbacks=[MetricsHistory(tmp_path)])) == 2.0
+    # validating or testing a checkpoint restores callback states too (Lightning calls setup first):
+    # the best checkpoint's rows must not become a resumed run's time (it doubled test_metrics.json's)
+    fresh = MetricsHistory(tmp_path)
+    fresh.setup(None, None, "validate")  # type: ignore[arg-type]
+    fresh.load_state_dict({"rows": [{"epoch": 0.0, "step": 5.0, "time_s": 30.0}]})
+    assert fresh.rows == [] and fresh.resumed_s == 0.0

@@ -50,7 +50,14 @@ class MetricsHistory(Callback):
         """The rows so far ride in every checkpoint, so a resumed run keeps its earlier epochs."""
         return {"rows": [dict(r) for r in self.rows]}
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stage = stage  # Lightning calls this before it restores a checkpoint's callback states
+
     def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
+        """Take a resumed checkpoint's rows and training time; a validate or test of a checkpoint (the
+        calibration's, the test of the best one) restores callback states too, and changes nothing."""
+        if getattr(self, "_stage", "fit") != "fit":
+            return
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
         # None: rows written before ecg_lab recorded times, so the earlier processes' time is unknown
         self.resumed_s = self.elapsed_s() if all("time_s" in r for r in self.rows) else None
