@@ -184,3 +184,21 @@ def own_test_loader(ckpt_path: Path, out: Path, cache_dir: Path) -> Any:
 def test_other_apps_refuse_a_list(members: dict[str, Path], train_cfg) -> None:
     with pytest.raises(ConfigError, match=r"^ckpt_path=\[.*\] is a list; only python -m ecg_lab\.eval"):
         train(train_cfg(f"ckpt_path=[{members['a']}]"))
+
+
+def test_a_member_written_before_an_optional_setting_existed_is_accepted(
+    members: dict[str, Path], tmp_path: Path
+) -> None:
+    """A checkpoint from before data.preprocess.resample_to existed lacks the key; a newer one holds it as
+    null: the same preprocessing, so the two ensemble (this refused the seed-42 run of issue 13's table)."""
+    from ecg_lab.eval import check_ensemble, load_members
+
+    older = tmp_path / "older.ckpt"
+    ckpt = torch.load(members["b"], map_location="cpu", weights_only=True)
+    ckpt["ecg_lab"]["config"]["data"]["preprocess"].pop("resample_to", None)
+    torch.save(ckpt, older)
+    newer = torch.load(members["a"], map_location="cpu", weights_only=True)
+    assert "resample_to" in newer["ecg_lab"]["config"]["data"]["preprocess"]
+    cfg = compose_config("eval", [f"ckpt_path=[{members['a']},{older}]", *QUIET], tmp_path / "run", tmp_path)
+    loaded = load_members(cfg)
+    check_ensemble(loaded, data_config(cfg, loaded[0].stored))  # no error

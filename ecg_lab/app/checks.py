@@ -476,12 +476,21 @@ def _shown(value: Any) -> str:
 SIGNAL_KEYS = ("preprocess", "fs", "window", "stride", "input", "analytic", "cleaning")
 
 
+def signal_setting(value: Any) -> Any:
+    """A signal-shaping setting for comparison: a mapping without its null entries, so a checkpoint
+    written before an optional key existed (``data.preprocess.resample_to``) equals one that has it null."""
+    if isinstance(value, dict):
+        return {k: signal_setting(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def warn_if_signals_differ(data_cfg: DictConfig, stored: DictConfig) -> None:
     """Warn for each signal-shaping data key that differs from the one the checkpoint was trained with."""
     given_cfg = OmegaConf.to_container(data_cfg, resolve=True)
     trained_cfg = OmegaConf.to_container(stored)
     for key in SIGNAL_KEYS:
-        given, trained = given_cfg.get(key), trained_cfg.get(key)  # type: ignore[union-attr]
+        given = signal_setting(given_cfg.get(key))  # type: ignore[union-attr]
+        trained = signal_setting(trained_cfg.get(key))  # type: ignore[union-attr]
         if given != trained:
             log.warning(
                 "data.%s differs from the one the checkpoint was trained with: %s vs %s", key, given, trained

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ecg_lab.app.checks import SIGNAL_KEYS
+from ecg_lab.app.checks import SIGNAL_KEYS, signal_setting
 from ecg_lab.classification.module import ECGClassifier
 from ecg_lab.data.splits import SplitManifest
 from ecg_lab.errors import ConfigError
@@ -124,4 +124,4 @@ def _classes(member: Member) -> list[str] | None:
 def _data_value(member: Member, key: str) -> Any:
     """A stored data setting as plain values (None when absent)."""
     value = OmegaConf.select(member.stored, f"data.{key}", default=None)
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return signal_setting(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
