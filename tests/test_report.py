@@ -254,3 +254,14 @@ def test_an_eval_beside_its_run_is_not_one_more_run(tmp_path: Path) -> None:
     make_run(run / "eval" / "2026-11-30_10-00-00", model="gru")
     (row,) = aggregate(find_runs([tmp_path]))
     assert row["n_runs"] == 1
+
+
+def test_an_unknown_wall_time_stays_unknown(tmp_path: Path) -> None:
+    """wall_time_s null (a resumed run whose checkpoint carried no epoch times) is not replaced by the
+    resuming process's few seconds from run_status.json, which would drag the mean down."""
+    for seed, wall in ((1, None), (2, 600.0)):
+        run = make_run(tmp_path / f"r{seed}", seed=seed)
+        metrics = json.loads((run / "test_metrics.json").read_text()) | {"wall_time_s": wall}
+        (run / "test_metrics.json").write_text(json.dumps(metrics))
+    (row,) = aggregate(find_runs([tmp_path]))
+    assert row["wall_time_min"] == pytest.approx(10.0)

@@ -231,7 +231,9 @@ def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
         status, error = FAILED, error or "no test_metrics.json"
     else:
         status, error = COMPLETED, None
-    if status == COMPLETED and not metrics.get("wall_time_s") and status_info:
+    if status == COMPLETED and "wall_time_s" not in metrics and status_info:
+        # runs from before test_metrics.json held it; a null there means unknown (a resume of a checkpoint
+        # without epoch times), and this process's time would understate the run
         metrics["wall_time_s"] = status_info.get("wall_time_s")
     configuration = configuration_name(str(model), overrides, ignore)
     if (metrics.get("task_name") or _dig(cfg, "task_name")) == "aggregate":
