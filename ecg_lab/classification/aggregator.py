@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ecg_lab.app.checkpoints import read_checkpoint
 from ecg_lab.app.config import instantiate_node
 from ecg_lab.classification.calibration import recording_scores
-from ecg_lab.classification.loss import WeightedCrossEntropy
+from ecg_lab.classification.loss import WeightedCrossEntropy, balanced_class_weights
 from ecg_lab.classification.metrics import record_probabilities
 from ecg_lab.classification.module import split_batch
 from ecg_lab.data.cache import cached, load_arrays
@@ -271,10 +270,7 @@ class FitResult:
 
 def recording_class_weights(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
     """Inverse-frequency ("balanced") class weights of the training recordings: ``N / (K * n_c)``."""
-    missing = [c for i, c in enumerate(classes) if not np.any(labels == i)]
-    if missing:
-        raise ValueError(f"no training recordings of class {missing}; the aggregator needs every class")
-    return compute_class_weight("balanced", classes=np.arange(len(classes)), y=labels)
+    return balanced_class_weights(labels, classes, "recordings", "the aggregator needs every class")
 
 
 def official_score(
@@ -283,18 +279,6 @@ def official_score(
     """The official F1 (mean F1 of N, A, O) of ``model``'s argmax decisions on ``seqs``."""
     preds = model.predict(seqs, batch_size).argmax(1).numpy()
     return float(recording_scores(seqs.labels.numpy(), preds, classes)["official_f1"])
-
-
-def batches(order: Iterator[int], size: int) -> Iterator[list[int]]:
-    """``order`` in lists of ``size`` (the last may be shorter)."""
-    chunk: list[int] = []
-    for i in order:
-        chunk.append(i)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def fit_aggregator(
@@ -317,7 +301,7 @@ def fit_aggregator(
         shuffle.set_epoch(epoch)
         model.train()
         losses = []
-        for idx in batches(iter(shuffle), settings.batch_size):
+        for idx in BatchSampler(shuffle, settings.batch_size, drop_last=False):
             loss = loss_fn(model(*train.batch(idx)), train.labels[idx])
             optimizer.zero_grad()
             loss.backward()

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 
 from ecg_lab.classification.inputs import RecordInputs
+from ecg_lab.classification.loss import balanced_class_weights
 from ecg_lab.classification.prepared import PreparedRecords, prepare_records
 from ecg_lab.classification.windows import WindowDataset
 from ecg_lab.data.loaders import SplitLoaders
@@ -181,14 +181,10 @@ class ECGWindowDataModule(SplitLoaders, pl.LightningDataModule):
 
     def class_weights(self) -> np.ndarray:
         """Inverse-frequency ("balanced") weights from the training windows: ``N / (K * n_c)``."""
-        counts = self.class_counts()
-        if np.any(counts == 0):
-            missing = [c for c, n in zip(self.classes, counts, strict=True) if n == 0]
-            raise ValueError(
-                f"no training windows of class {missing}; check data.root or data.split_fractions"
-            )
+        self.setup()
         labels = self.datasets["train"].labels
-        return compute_class_weight("balanced", classes=np.arange(len(self.classes)), y=labels)
+        advice = "check data.root or data.split_fractions"
+        return balanced_class_weights(labels, self.classes, "windows", advice)
 
     def class_weight_table(self) -> dict[str, float]:
         """``class → weight`` for ``class_weights.json`` (empty without training windows)."""

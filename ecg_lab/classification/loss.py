@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.nn import functional as F
 
 WEIGHTINGS = ("inverse_frequency", "none")
+
+
+def balanced_class_weights(
+    labels: np.ndarray, classes: tuple[str, ...], items: str, advice: str
+) -> np.ndarray:
+    """Inverse-frequency ("balanced") weights ``N / (K * n_c)`` of the training ``items`` (windows,
+    recordings); ValueError naming the classes without any, then ``advice``."""
+    missing = [c for i, c in enumerate(classes) if not np.any(labels == i)]
+    if missing:
+        raise ValueError(f"no training {items} of class {missing}; {advice}")
+    return compute_class_weight("balanced", classes=np.arange(len(classes)), y=labels)
 
 
 class WeightedCrossEntropy(nn.Module):
