@@ -36,6 +36,7 @@ from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded  # noqa: 
 from ecg_lab.app.checks import check_overrides, task_of  # noqa: E402
 from ecg_lab.app.config import CONFIG_DIR, instantiate_node, to_container  # noqa: E402
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.hardware import describe  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.classification.aggregator import (  # noqa: E402
@@ -188,6 +189,7 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         "fit_time_s": round(t_fit, 2),
         "threads": cfg.get("threads"),
         "wall_time_s": round(time.perf_counter() - t0, 2),
+        "hardware": describe("cpu"),  # the aggregator trains on the CPU
     }
     info = {"config": to_container(cfg), "aggregator": node, "classes": list(classes),
             "window_checkpoint": window_ckpt, "history": fit.history, **fit_fields(fit)}  # fmt: skip

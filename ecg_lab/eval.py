@@ -41,6 +41,8 @@ from ecg_lab.app.checks import (  # noqa: E402
 )
 from ecg_lab.app.config import CONFIG_DIR, instantiate_list  # noqa: E402
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.figures import run_title  # noqa: E402
+from ecg_lab.app.html_report import report_settings  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.classification.calibration import build_calibrator, fit_on_validation  # noqa: E402
@@ -153,6 +155,7 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
             "ckpt_path is required: python -m ecg_lab.eval ckpt_path=outputs/.../checkpoints/last.ckpt"
         )
     apply_threads(cfg.get("threads"))
+    report = report_settings(cfg.get("report"))
     members = load_members(cfg)
     first = members[0]
     data_cfg = data_config(cfg, first.stored)
@@ -185,8 +188,9 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         else datamodule.roots(),
         "split": data_cfg.get("split"),
     }
+    model.figure_title = run_title(extra["model_name"], data_cfg, extra["ckpt_paths"])
     calibrate(cfg, trainer, model, datamodule)
-    tested = outputs.test_results(trainer, model, datamodule, extra)
+    tested = outputs.test_results(trainer, model, datamodule, extra, report=report)
     return {k: v for k, v in tested.items() if isinstance(v, float)}
 
 

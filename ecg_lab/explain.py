@@ -37,10 +37,10 @@ from ecg_lab.classification.aggregator import window_outputs  # noqa: E402
 from ecg_lab.classification.explain import (  # noqa: E402
     Explainer,
     class_index,
-    most_confidently_wrong,
     plot_explanation,
 )
 from ecg_lab.classification.metrics import record_probabilities  # noqa: E402
+from ecg_lab.classification.predictions import most_confidently_wrong  # noqa: E402
 from ecg_lab.data.physionet2017 import iter_reference, read_record  # noqa: E402
 from ecg_lab.errors import ConfigError  # noqa: E402
 from ecg_lab.eval import check_fits_checkpoint, data_config, load_members, own_split  # noqa: E402
@@ -147,10 +147,7 @@ def explain(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         use_test_split(member, data_cfg, datamodule, outputs)
         record_dir = iter_reference(datamodule.record_root())[0]
         cases = worst_records(model, datamodule, int(cfg.worst))
-    explainer = Explainer(
-        model.net, model.classes, datamodule.preprocess, settings, features=datamodule.features,
-        whole=datamodule.recordings is not None, calibration=model.calibration,
-    )  # fmt: skip
+    explainer = Explainer.of(model.net, model.classes, datamodule, settings, model.calibration)
     drawn = []
     for record_id, label in cases:
         e = explainer.explain(read_record(record_dir, record_id, label, datamodule.fs, model.classes), target)

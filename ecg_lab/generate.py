@@ -28,7 +28,7 @@ from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.edge.runtime import write_csv  # noqa: E402
 from ecg_lab.errors import ConfigError  # noqa: E402
-from ecg_lab.generation.figures import plot_signal_grid  # noqa: E402
+from ecg_lab.generation.figures import amplitude_unit, plot_signal_grid  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,11 @@ def generate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     np.save(out / "generated.npy", signals.astype(np.float32))
     write_csv(out / "generated.csv", signals, model.fs)
     plot_signal_grid(
-        signals, model.fs, out / "generated.png", f"{len(signals)} generated ECGs (seed {cfg.seed})"
+        signals,
+        model.fs,
+        out / "generated.png",
+        f"{len(signals)} generated ECGs (seed {cfg.seed})",
+        unit=amplitude_unit(stored.get("data")),
     )
     info = {
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),

@@ -1,18 +1,45 @@
 """Aggregate finished runs into a results table: ``python -m ecg_lab.report DIR [DIR ...]``.
 
-Writes ``results_table.csv``, ``results_table.md``, ``results_f1.png`` and ``validation_curves.png``
-(:mod:`ecg_lab.sweeps.results` says how runs are grouped and aggregated).
+Writes ``results_table.csv``, ``results_table.md``, ``results_f1.png``, ``validation_curves.png`` and
+``report.html`` (the table, both plots and each run linked to its own ``report.html``, written for a run
+that has none); :mod:`ecg_lab.sweeps.results` says how runs are grouped and aggregated.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from ecg_lab.app.environment import apply_threads
 from ecg_lab.errors import ConfigError
 from ecg_lab.sweeps.results import COMPLETED, IGNORED_KEYS, find_runs, write_report
+
+
+def log_to_wandb(project: str, paths: dict[str, Path], first_dir: Path) -> None:
+    """``--wandb PROJECT``: the results table as a ``wandb.Table`` and the report's plots, in a run of
+    job type ``report`` under ``<out>/wandb`` (offline unless ``WANDB_MODE=online``), in the group of the
+    sweep's runs when ``first_dir`` is a sweep folder. A wandb failure is a warning."""
+    import pandas as pd
+    import wandb
+
+    from ecg_lab.app.config import group_of
+    from ecg_lab.callbacks.wandb_media import guarded
+
+    out, sweep = paths["csv"].parent, first_dir.resolve()
+    group = group_of(sweep) if (sweep / "multirun.yaml").is_file() else None  # Hydra's file in a sweep
+    with guarded("the results table"):
+        run = wandb.init(
+            project=project, dir=out, mode=os.environ.get("WANDB_MODE", "offline"), job_type="report",
+            group=group, name=f"report-{sweep.name}",
+        )  # fmt: skip
+        try:
+            media = {"results_table": wandb.Table(dataframe=pd.read_csv(paths["csv"]))}
+            media |= {f"figures/{p.stem}": wandb.Image(str(p)) for p in paths.values() if p.suffix == ".png"}
+            run.log(media)
+        finally:
+            run.finish()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ignore", action="append", default=[], help="further override key (glob) left out of grouping"
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (like threads=N in the other apps)")
+    p.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        default=None,
+        help="also log the results table (a wandb.Table) and plots to a run of PROJECT; offline unless "
+        "WANDB_MODE=online (upload later with `wandb sync <out>/wandb/offline-run-*`)",
+    )
     args = p.parse_args(argv)
     try:
         apply_threads(args.threads)
@@ -58,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(runs)} run folders ({n_done} completed); wrote:")
     for p_ in paths.values():
         print(f"  {p_}")
+    if args.wandb:
+        log_to_wandb(args.wandb, paths, args.dirs[0])
     return 0
 
 

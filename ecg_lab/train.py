@@ -27,7 +27,9 @@ from ecg_lab.app.config import (  # noqa: E402
     to_container,
 )
 from ecg_lab.app.environment import apply_threads, one_line_user_errors, set_up_app  # noqa: E402
+from ecg_lab.app.figures import run_title  # noqa: E402
 from ecg_lab.app.hardware import describe  # noqa: E402
+from ecg_lab.app.html_report import report_settings  # noqa: E402
 from ecg_lab.app.outputs import KILLED, RunOutputs, read_status  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.callbacks.history import MetricsHistory  # noqa: E402
@@ -88,6 +90,7 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     check_overrides(cfg)
     t0 = time.perf_counter()
     apply_threads(cfg.get("threads"))
+    report = report_settings(cfg.get("report"))  # report.html's settings, checked before any work
     torch.set_flush_denormal(True)  # denormal gradients slow CPU LSTM backward passes several-fold
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
@@ -134,7 +137,10 @@ def train(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
             "wall_time_s": wall_time(time.perf_counter() - t0, trainer),
             "hardware": describe(type(trainer.accelerator).__name__, int(trainer.num_devices)),
         }
-        tested = outputs.test_results(trainer, model, datamodule, extra, ckpt_path=best or None)
+        model.figure_title = run_title(cfg.get("model_name"), cfg.data, best)
+        tested = outputs.test_results(
+            trainer, model, datamodule, extra, ckpt_path=best or None, report=report
+        )
         metrics.update({f"test/{k}": v for k, v in tested.items() if isinstance(v, float)})
     return metrics
 

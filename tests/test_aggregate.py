@@ -150,6 +150,7 @@ def test_run_scores_the_aggregator_beside_the_baseline_on_the_checkpoints_own_te
     assert results["ckpt_path"] == str(ckpt.resolve()) and results["ckpt_sha256"] == sha256_file(ckpt)
     assert 0 <= results["best_epoch"] < results["epochs"] <= 4
     assert json.loads((agg_run / "run_status.json").read_text())["status"] == "completed"
+    assert results["hardware"].startswith("cpu: ")  # the results table names it
     assert (agg_run / "confusion_matrix_records.png").is_file()
 
 

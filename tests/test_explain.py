@@ -22,10 +22,10 @@ from ecg_lab.classification.explain import (
     Explainer,
     ExplainSettings,
     draw_explanation,
-    most_confidently_wrong,
     plot_explanation,
     stitch,
 )
+from ecg_lab.classification.predictions import most_confidently_wrong
 from ecg_lab.classification.rr_features import RRFeatures
 from ecg_lab.classification.variants import build_net, model_names
 from ecg_lab.data.physionet2017 import iter_reference, read_record

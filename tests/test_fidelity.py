@@ -30,6 +30,7 @@ KEYS = {
     "r_amplitude_ratio",
     "mmd",
     "mmd_recon",
+    "mmd_spectrum",
 }
 
 
@@ -69,6 +70,7 @@ def test_perfect_reconstruction_scores_one() -> None:
     assert scores["mmd"] == pytest.approx(0.0, abs=1e-12) and scores["mmd_recon"] == pytest.approx(
         0.0, abs=1e-12
     )
+    assert scores["mmd_spectrum"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("level", [0.0, 0.7])

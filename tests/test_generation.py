@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
 
 from ecg_lab.analyze import analyze
 from ecg_lab.app.checkpoints import model_from_checkpoint
@@ -21,7 +20,7 @@ from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
 from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
 from ecg_lab.train import train
-from tests.conftest import REPO, compose_config
+from tests.conftest import compose_config
 from tests.test_fidelity import KEYS as FIDELITY_KEYS
 from tests.test_waveforms import SMALL_NORMAL
 
@@ -134,14 +133,16 @@ def test_run_folder_holds_fidelity_metrics_and_figures(trained: Path) -> None:
     assert results["rhythm_plausible_input"] > 0.8  # synthetic sinus rhythm is plausible
 
 
-def test_beta_is_logged_every_step_and_follows_the_schedule(trained: Path) -> None:
+def test_beta_is_logged_every_step_and_follows_the_schedule(
+    trained: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     with (trained / "csv" / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/beta")]
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(len(steps))) and len(steps) == 6  # 2 epochs × 3 batches
     from ecg_lab.generation.loss import cyclical_beta
 
-    beta = OmegaConf.load(REPO / "conf" / "loss" / "morph_mse.yaml").beta
+    beta = compose_config("train", [*VAE, *SHORT], tmp_path, cache_dir).loss.beta  # the recipe's schedule
     betas = [float(r["train/beta"]) for r in rows]
     expected = [
         cyclical_beta(s, 6, beta.cycles, beta.rising_fraction, beta.beta_max, beta.warmup_fraction)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from ecg_lab.models.lstm_vae import LSTMVAE
+from ecg_lab.models.lstm_vae import HEADS, LSTMVAE, ConvHead, StepHead
 
 SMALL = dict(conv_channels=4, encoder_hidden=16, decoder_hidden=16)
 
@@ -173,3 +173,53 @@ def test_posterior_starts_narrow() -> None:
     net = LSTMVAE(seq_len=200, init_logvar=-6.0, **SMALL)
     _, logvar = net.encode(torch.randn(8, 1, 200))
     assert abs(float(logvar.mean()) + 6.0) < 1.0
+
+
+# -- the decoder's output head -----------------------------------------------------------------------
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("samples_per_step", [1, 4, 10])
+def test_every_head_decodes_whole_windows(head: str, samples_per_step: int) -> None:
+    net = LSTMVAE(seq_len=200, samples_per_step=samples_per_step, latent_dim=8, head=head, **SMALL)
+    recon, _, _ = net(torch.randn(2, 1, 200))
+    assert recon.shape == (2, 1, 200)
+    recon.square().mean().backward()
+    assert all(p.grad is not None for p in net.to_samples.parameters())
+
+
+def test_linear_head_keeps_the_source_checkpoint_layout() -> None:
+    """The default head is the source's Linear under the same name: old checkpoints load unchanged."""
+    net = LSTMVAE(seq_len=200, samples_per_step=10, **SMALL)
+    assert {k for k in net.state_dict() if k.startswith("to_samples")} == {
+        "to_samples.weight",
+        "to_samples.bias",
+    }
+    assert net.to_samples.weight.shape == (10, SMALL["decoder_hidden"])
+
+
+def test_a_steady_decoder_state_repeats_one_step_only_with_the_linear_head() -> None:
+    """A decoder whose LSTM state no longer moves draws a samples_per_step-periodic pattern through the
+    linear head (the 0.1-s oscillation of a collapsed decoder at 100 Hz), a flat line through the conv
+    head."""
+    torch.manual_seed(0)
+    steady = torch.randn(1, 1, 16).expand(1, 50, 16)  # (batch, steps, hidden), the same at every step
+    linear = StepHead(16, 1, 10)(steady)[0, 0].detach()
+    assert linear.shape == (500,)
+    assert torch.allclose(linear[10:], linear[:-10]) and linear[:10].std() > 1e-3  # period 10, not flat
+    conv = ConvHead(16, 1, 10, features=8, kernel=9)(steady)[0, 0].detach()
+    inner = conv[10:-10]  # away from the zero padding at the ends
+    assert inner.std() < 1e-5 * (inner.abs().mean() + 1e-6) + 1e-6
+
+
+def test_bad_head_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"model\.net\.head must be one of"):
+        LSTMVAE(head="deconv")
+    with pytest.raises(ValueError, match=r"model\.net\.head_kernel=\[8\]"):
+        LSTMVAE(head="conv", head_kernel=8)
+
+
+def test_min_logvar_floors_the_posterior_width() -> None:
+    net = LSTMVAE(seq_len=200, init_logvar=-10.0, min_logvar=-4.0, **SMALL)
+    _, logvar = net.encode(torch.randn(8, 1, 200))
+    assert float(logvar.min()) == pytest.approx(-4.0)
+    free = LSTMVAE(seq_len=200, init_logvar=-10.0, **SMALL)  # the source's: no floor
+    assert float(free.encode(torch.randn(8, 1, 200))[1].max()) < -8.0

@@ -166,6 +166,7 @@ def test_two_dirs_combined_and_files_written(tmp_path: Path) -> None:
         "results_table.md",
         "results_f1.png",
         "validation_curves.png",
+        "report.html",
     }
     assert all(p.stat().st_size > 0 for p in paths.values())
     with paths["csv"].open(newline="") as fh:

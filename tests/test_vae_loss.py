@@ -179,3 +179,22 @@ def test_loss_gradient_reaches_reconstruction_and_latents() -> None:
 def test_task_tags() -> None:
     assert MorphologyWeightedMSE.TASK == "generation"
     assert WeightedCrossEntropy.TASK == "classification"
+
+
+def test_free_bits_stop_pushing_dimensions_below_them_and_report_the_true_kl() -> None:
+    """Free bits: a dimension whose batch-mean KL is under ``free_bits`` nats gets no KL gradient (the
+    posterior cannot close any further); the reported ``kl`` is the true one, and ``free_bits=0`` is the
+    plain loss."""
+    x = torch.zeros(3, 1, 20)
+    mu = torch.tensor([[0.1, 2.0], [-0.1, 1.5], [0.0, 2.5]], requires_grad=True)  # dim 0 nearly closed
+    logvar = torch.zeros(3, 2, requires_grad=True)
+    plain = MorphologyWeightedMSE(beta=None)(x, x, mu, logvar)
+    out = MorphologyWeightedMSE(beta=None, free_bits=0.5)(x, x, mu, logvar)
+    assert out["kl"].item() == pytest.approx(plain["kl"].item())  # the true KL either way
+    per_dim = (mu.square() / 2).mean(0).detach()
+    assert per_dim[0] < 0.5 < per_dim[1]
+    assert out["loss"].item() == pytest.approx(0.5 + per_dim[1].item())  # dim 0 counted as 0.5 nats
+    out["loss"].backward()
+    assert torch.all(mu.grad[:, 0] == 0) and torch.all(mu.grad[:, 1] != 0)
+    with pytest.raises(ValueError, match=r"loss\.free_bits=-1"):
+        MorphologyWeightedMSE(free_bits=-1.0)

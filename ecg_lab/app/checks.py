@@ -65,7 +65,10 @@ def check_overrides(cfg: DictConfig, ensemble: bool = False) -> None:
     types, ``ckpt_path`` (a list of checkpoints only where ``ensemble``), and, where the config has
     both, data and model that fit together."""
     if cfg.get("model") is not None and cfg.get("data") is not None:
-        check_features(cfg)  # before the types: it names features=rr rather than a key it sets
+        # before the types: a group of the other task (loss=weighted_ce for the VAE) is named as such,
+        # not by a key the experiment set for its own group; features=rr rather than a key it sets
+        check_task_config(cfg)
+        check_features(cfg)
     check_types(cfg)
     if cfg.get("ckpt_path"):
         paths = checkpoint_paths(cfg.ckpt_path)

@@ -32,9 +32,11 @@ def multirun_config() -> Any | None:
 def sweep_group() -> str | None:
     """In a multirun, a name for the whole sweep (from its folder: ``<date>_<time>``); else None."""
     hydra_cfg = multirun_config()
-    if hydra_cfg is None:
-        return None
-    sweep_dir = Path(hydra_cfg.sweep.dir)
+    return None if hydra_cfg is None else group_of(Path(hydra_cfg.sweep.dir))
+
+
+def group_of(sweep_dir: Path) -> str:
+    """The wandb group of a sweep's runs, from its folder ``multirun/<date>/<time>``: ``<date>_<time>``."""
     return f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 

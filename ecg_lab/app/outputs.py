@@ -3,7 +3,8 @@
 :class:`RunOutputs` writes everything a run leaves behind: ``run_status.json`` (running → completed |
 failed; a running one whose process is gone reads as killed, :func:`read_status`), the split manifest
 (``split.csv``), ``skipped_records.csv``, ``class_weights.json``, ``test_metrics.json`` and the task's
-test figures and files (a classifier's ``predictions.csv`` and ``window_predictions.csv``). A task
+test figures and files (a classifier's ``predictions.csv`` and ``window_predictions.csv``), and, when
+the run completes, ``report.html`` (:mod:`ecg_lab.app.html_report`) from all of them. A task
 provides its part through two small interfaces: its datamodule is a :class:`RunData` and its
 LightningModule a :class:`TestReporter`. A new task implements those two and nothing else of the run
 machinery. Only rank zero writes.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -27,6 +29,7 @@ from ecg_lab.data.cache import pid_alive
 from ecg_lab.errors import UserError
 
 if TYPE_CHECKING:
+    from ecg_lab.app.html_report import ReportSettings
     from ecg_lab.data.records import SkippedRecord
     from ecg_lab.data.splits import SplitManifest
 
@@ -46,13 +49,17 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
 class TestOutcome:
     """What a task reports after testing: metrics for ``test_metrics.json``, its figures, each a file
     name with the function that draws it into a given path, and further ``files`` (tables such as a
-    classifier's ``predictions.csv``), each a file name with the function that writes it there."""
+    classifier's ``predictions.csv``), each a file name with the function that writes it there;
+    ``explain`` (a classifier's) draws the explanation figure of a test recording, given its id and true
+    label, for ``report.html``'s worst recordings."""
 
     __test__ = False  # a name pytest would otherwise try to collect
 
     metrics: dict[str, Any]
     figures: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
     files: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
+    explain: Callable[[str, str], Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # for run_status.json (already in the log)
 
 
 @runtime_checkable
@@ -109,6 +116,7 @@ class RunOutputs:
         self._t0 = time.perf_counter()
         self._status: dict[str, Any] = {}
         self.previous: dict[str, Any] | None = None  # run_status.json of an earlier run in this folder
+        self._report: Callable[[], Path] | None = None  # report.html, written when the run ends
 
     def json(self, name: str, payload: dict[str, Any]) -> Path:
         """``name`` in the run folder, written atomically."""
@@ -163,6 +171,8 @@ class RunOutputs:
             wall_time_s=round(elapsed, 2),
         )
         self.json("run_status.json", self._status)
+        if self._report is not None and error is None:
+            self._report()
         return elapsed
 
     # -- the data's files --------------------------------------------------------------------
@@ -199,11 +209,15 @@ class RunOutputs:
         datamodule: Any,
         extra: dict[str, Any],
         ckpt_path: str | None = None,
+        report: ReportSettings | None = None,
     ) -> dict[str, Any]:
         """Test ``model`` (or the weights at ``ckpt_path``); write ``test_metrics.json``, the task's
-        figures and files; return the metrics (the task's, then the epoch means Lightning logged)."""
+        figures and files; return the metrics (the task's, then the epoch means Lightning logged).
+        With ``report``, a run that completes writes ``report.html`` when it ends (with its status)."""
         logged = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)[0]
         outcome = model.test_outcome()
+        if outcome.warnings:
+            self.note(warnings=list(outcome.warnings))
         metrics = dict(outcome.metrics)
         for key, value in logged.items():  # epoch means of step-logged values (loss, ...)
             metrics.setdefault(key.removeprefix("test/"), value)
@@ -214,4 +228,10 @@ class RunOutputs:
             for name, write in outcome.files.items():
                 write(self.dir / name)
             log.info("test metrics written to %s", self.dir / "test_metrics.json")
+            if report is not None:
+                from ecg_lab.app.html_report import write_run_report  # it reads run_status.json: no cycle
+
+                self._report = functools.partial(
+                    write_run_report, self.dir, getattr(model, "run_config", None), report, outcome.explain
+                )
         return metrics

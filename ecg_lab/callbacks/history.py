@@ -1,8 +1,10 @@
-"""Per-epoch metric history, written as CSV and drawn as training curves at the end of fit."""
+"""Per-epoch metric history, written as CSV and drawn as training curves (the best epoch marked) at the
+end of fit."""
 
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,27 +12,26 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from ecg_lab.app.figures import save_figure, subplots
+from ecg_lab.app.figures import join_title, plot_training_curves
 
 
-def plot_training_curves(
-    rows: Sequence[dict[str, float]], path: Path, curves: Sequence[str] = ("loss", "f1")
-) -> Path:
-    """One panel per metric, train and validation per epoch."""
-    fig, axes = subplots(1, len(curves), figsize=(5 * len(curves), 3.6), dpi=120, squeeze=False)
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    for ax, name in zip(axes[0], curves, strict=True):
-        for stage in ("train", "val"):
-            key = f"{stage}/{name}"
-            pts = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if key in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=stage)
-        ax.set_xlabel("epoch")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
-    return save_figure(fig, path)
+def best_epoch(rows: Sequence[dict[str, float]], trainer: pl.Trainer) -> int | None:
+    """The epoch (from 1) of the checkpoint callback's best score: the first row holding it (a later
+    equal score saves no new best); None without a monitored best."""
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None or not ckpt.monitor or ckpt.best_model_score is None:
+        return None
+    score = float(ckpt.best_model_score)
+    for r in rows:
+        if ckpt.monitor in r and math.isclose(r[ckpt.monitor], score, rel_tol=1e-6, abs_tol=1e-12):
+            return int(r["epoch"]) + 1
+    return None
+
+
+def curves_title(pl_module: pl.LightningModule) -> str:
+    """``cnn_lstm · physionet2017 · train and validation``, from the run config the module carries."""
+    run = getattr(pl_module, "run_config", None) or {}
+    return join_title(run.get("model_name"), (run.get("data") or {}).get("name"), "train and validation")
 
 
 class MetricsHistory(Callback):
@@ -105,4 +106,7 @@ class MetricsHistory(Callback):
         if self.rows and trainer.global_rank == 0:
             self.write()  # also when no epoch ran here (a finished run resumed into a new folder)
             curves = self.curves or getattr(pl_module, "CURVES", ("loss",))
-            plot_training_curves(self.rows, self.output_dir / "training_curves.png", curves)
+            path = self.output_dir / "training_curves.png"
+            plot_training_curves(
+                self.rows, path, curves, best_epoch(self.rows, trainer), curves_title(pl_module)
+            )

@@ -121,17 +121,6 @@ def class_index(classes: Sequence[str], name: Any) -> int | None:
     return list(classes).index(str(name))
 
 
-def most_confidently_wrong(
-    probs: np.ndarray, labels: np.ndarray, n: int, calibration: dict[str, Any] | None = None
-) -> np.ndarray:
-    """Indices of the (at most) ``n`` recordings whose predicted class (under ``calibration``) is not their
-    label, the highest probability of the predicted class first."""
-    p, pred = calibrated(probs, calibration)
-    confidence = p[np.arange(len(pred)), pred]
-    wrong = np.flatnonzero(pred != labels)
-    return wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
-
-
 def stitch(values: np.ndarray, starts: np.ndarray, n_samples: int) -> np.ndarray:
     """Per-window values ``(windows, width)`` placed at ``starts`` on ``n_samples``: the mean where windows
     overlap, NaN where none reaches."""
@@ -200,6 +189,22 @@ class Explainer:
         self.features = features
         self.whole = whole
         self.calibration = calibration
+
+    @classmethod
+    def of(
+        cls,
+        net: nn.Module,
+        classes: Sequence[str],
+        datamodule: Any,
+        settings: ExplainSettings | None = None,
+        calibration: dict[str, Any] | None = None,
+    ) -> Explainer:
+        """An explainer of ``net`` on a classification datamodule's preprocessing, per-recording inputs
+        and items (windows, or whole recordings)."""
+        return cls(
+            net, classes, datamodule.preprocess, settings, features=datamodule.features,
+            whole=datamodule.recordings is not None, calibration=calibration,
+        )  # fmt: skip
 
     # -- the model's view of a recording -----------------------------------------------------------
     def items(self, signal: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:

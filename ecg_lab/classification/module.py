@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
 from ecg_lab.classification.augment import BatchAugment
 from ecg_lab.classification.calibration import recording_scores
-from ecg_lab.classification.figures import plot_confusion_matrix
+from ecg_lab.classification.figures import classifier_figures
 from ecg_lab.classification.loss import WeightedCrossEntropy
 from ecg_lab.classification.metrics import record_probabilities, window_metrics
 from ecg_lab.classification.predictions import predictions_of, score_intervals, with_items
@@ -81,6 +82,9 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.calibration: dict[str, Any] | None = None
         #: the last test's predictions, record by record and window by window (predictions.csv)
         self.test_predictions: Predictions | None = None
+        #: what a test's figures show (``cnn_lstm · physionet2017 · test split · best-epoch012``), set by
+        #: the entry point that tests (ecg_lab.app.figures.run_title)
+        self.figure_title = ""
 
     def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         return self.net(x, **inputs)
@@ -191,19 +195,25 @@ class ECGClassifier(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self._test_metrics = {"classes": list(self.classes), "n_params": self.n_params, **results}
 
     def test_outcome(self) -> TestOutcome:
-        """The last test's metrics and its confusion matrices (windows, and recordings when known)."""
+        """The last test's metrics, its confusion matrices (windows, and recordings when known) and the
+        recordings' ROC, precision-recall and reliability figures, titled ``figure_title``."""
         m = self._test_metrics
-        figures = {
-            "confusion_matrix.png": lambda path: plot_confusion_matrix(
-                m["confusion_matrix"], self.classes, path, "test windows"
-            )
-        }
-        if "record_confusion_matrix" in m:
-            figures["confusion_matrix_records.png"] = lambda path: plot_confusion_matrix(
-                m["record_confusion_matrix"], self.classes, path, "test recordings"
-            )
+        figures = classifier_figures(m, self.classes, self.record_outputs.get("test"), self.figure_title)
         files = {PREDICTIONS: self.test_predictions.write} if self.test_predictions is not None else {}
-        return TestOutcome(dict(m), figures, files)
+        explain = self.explanation_figure if hasattr(self.net, "cnn") else None  # a CRNN, no ensemble
+        return TestOutcome(dict(m), figures, files, explain)
+
+    def explanation_figure(self, record_id: str, label: str) -> Any:
+        """The figure ``python -m ecg_lab.explain record=<record_id>`` draws, for a recording of the
+        tested data (its raw file read again), with a CPU copy of the network."""
+        from ecg_lab.classification.explain import Explainer, draw_explanation  # Captum, only when drawn
+        from ecg_lab.data.physionet2017 import iter_reference, read_record
+
+        data = self.trainer.datamodule
+        net = copy.deepcopy(self.net).cpu()
+        explainer = Explainer.of(net, self.classes, data, calibration=self.calibration)
+        record = read_record(iter_reference(data.record_root())[0], record_id, label, data.fs, self.classes)
+        return draw_explanation(explainer.explain(record))
 
     def checkpoint_info(self) -> dict[str, Any]:
         calibration = {"calibration": self.calibration} if self.calibration else {}

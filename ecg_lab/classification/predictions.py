@@ -103,3 +103,14 @@ def score_intervals(predictions: Predictions | None) -> dict[str, Any]:
         predictions.window_probabilities.argmax(1),
         predictions.classes,
     )
+
+
+def most_confidently_wrong(
+    probs: np.ndarray, labels: np.ndarray, n: int, calibration: dict[str, Any] | None = None
+) -> np.ndarray:
+    """Indices of the (at most) ``n`` recordings whose predicted class (under ``calibration``) is not their
+    label, the highest probability of the predicted class first."""
+    p, pred = calibrated(probs, calibration)
+    confidence = p[np.arange(len(pred)), pred]
+    wrong = np.flatnonzero(pred != labels)
+    return wrong[np.argsort(-confidence[wrong], kind="stable")][:n]

@@ -125,22 +125,31 @@ class MorphologyWeightedMSE(nn.Module):
     envelope in [0, 1] comes from the data when given (``(batch, samples)`` or the target's shape)
     and from ``signal_envelope(target)`` otherwise. β follows ``beta`` at the given step, or is 1
     when ``beta`` is None. The KL is summed over latent dimensions and averaged (``kl_reduction=mean``)
-    or summed (``sum``) over the batch.
+    or summed (``sum``) over the batch. ``free_bits`` > 0 (nats per latent dimension, Kingma et al.
+    2016): the loss weighs each dimension's batch-mean KL as at least ``free_bits``, so no gradient
+    pushes a dimension below it and the posterior cannot close; the reported ``kl`` stays the true KL.
     """
 
     TASK = "generation"
 
     def __init__(
-        self, peak_weight: float = 10.0, beta: CyclicalBeta | None = None, kl_reduction: str = "mean"
+        self,
+        peak_weight: float = 10.0,
+        beta: CyclicalBeta | None = None,
+        kl_reduction: str = "mean",
+        free_bits: float = 0.0,
     ) -> None:
         super().__init__()
         if peak_weight < 1.0:
             raise ValueError(f"loss.peak_weight={peak_weight} must be >= 1 (1 gives plain MSE)")
         if kl_reduction not in KL_REDUCTIONS:
             raise ValueError(f"loss.kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}")
+        if not (math.isfinite(free_bits) and free_bits >= 0.0):
+            raise ValueError(f"loss.free_bits={free_bits} must be a finite number of nats >= 0 (0: off)")
         self.peak_weight = peak_weight
         self.beta = beta
         self.kl_reduction = kl_reduction
+        self.free_bits = float(free_bits)
 
     def beta_at(self, step: int | None) -> float:
         """β at optimiser step ``step``; ``beta_max`` for ``None``; 1 without a schedule."""
@@ -175,7 +184,9 @@ class MorphologyWeightedMSE(nn.Module):
         squared = (recon - target).square()
         w = self.weights(target, envelope)
         wmse = (w * squared).sum() / w.sum()
-        kl_per_window = -0.5 * (1.0 + logvar - mu.square() - logvar.exp()).sum(dim=-1)
-        kl = kl_per_window.mean() if self.kl_reduction == "mean" else kl_per_window.sum()
+        kl_dims = (-0.5 * (1.0 + logvar - mu.square() - logvar.exp())).mean(dim=0)  # batch mean per dim
+        scale = 1.0 if self.kl_reduction == "mean" else float(len(mu))
+        kl = kl_dims.sum() * scale
+        kl_term = kl_dims.clamp_min(self.free_bits).sum() * scale if self.free_bits else kl
         beta = torch.tensor(self.beta_at(step), dtype=wmse.dtype, device=wmse.device)
-        return {"loss": wmse + beta * kl, "mse": squared.mean(), "wmse": wmse, "kl": kl, "beta": beta}
+        return {"loss": wmse + beta * kl_term, "mse": squared.mean(), "wmse": wmse, "kl": kl, "beta": beta}

@@ -4,14 +4,21 @@ Reconstructions for the metrics decode the latent mean (deterministic); generate
 z ~ N(0, I) from a fixed seed, so epochs are comparable. The fidelity metrics
 (:mod:`ecg_lab.generation.fidelity`) run on at most ``fidelity.max_signals`` validation windows per
 epoch and on every test window; under DDP they are gathered from every rank, each window once, and scored
-in dataset order, so the numbers do not depend on the number of ranks.
+in dataset order, so the numbers do not depend on the number of ranks. The test adds the measures of the
+field: the discriminative score (:mod:`ecg_lab.generation.discriminative`) and the Fréchet distance on a
+classifier's features (:mod:`ecg_lab.generation.frechet`, ``fidelity.feature_ckpt``).
+
+Every validation epoch is checked for collapse (:mod:`ecg_lab.generation.collapse`): ``val/collapsed``
+and ``val/guarded_loss`` are logged, a run whose last epochs collapsed and a tested checkpoint that
+collapsed are warned about, in the log and in ``run_status.json`` (``warnings``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,8 +30,11 @@ from ecg_lab.app.checkpoints import CarriesRun
 from ecg_lab.app.distributed import EpochMeans, gather_rows
 from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
+from ecg_lab.generation.collapse import REMEDY, CollapseCheck, active_units
+from ecg_lab.generation.discriminative import DiscriminativeSettings, discriminative_score
 from ecg_lab.generation.fidelity import fidelity
-from ecg_lab.generation.figures import plot_overlays, plot_signal_grid
+from ecg_lab.generation.figures import amplitude_unit, plot_overlays, plot_signal_grid
+from ecg_lab.generation.frechet import Features, frechet_distance, load_features
 from ecg_lab.generation.loss import MorphologyWeightedMSE
 from ecg_lab.models.crnn import count_parameters
 
@@ -44,6 +54,15 @@ class FidelitySettings:
     hr_max: float = 180.0
     max_rr_cv: float = 0.2
     seed: int = 0
+    # a classifier checkpoint (python -m ecg_lab.train model=cnn_lstm) at data.fs whose CRNN.embed gives
+    # the features of the Fréchet distance; null: no Fréchet distance (test_metrics.json says so)
+    feature_ckpt: str | None = None
+    discriminative: DiscriminativeSettings = field(default_factory=DiscriminativeSettings)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.discriminative, DiscriminativeSettings):
+            settings = DiscriminativeSettings(**dict(self.discriminative or {}))
+            object.__setattr__(self, "discriminative", settings)
 
 
 class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
@@ -51,7 +70,8 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     error, KL, β every step, and the fidelity of reconstructions and generated samples."""
 
     TASK = "generation"
-    CURVES = ("wmse", "kl", "rpeak_recall", "r_amplitude_ratio")  # drawn in training_curves.png
+    #: drawn in training_curves.png
+    CURVES = ("wmse", "kl", "rpeak_recall", "r_amplitude_ratio", "mmd", "rhythm_plausible")
 
     def __init__(
         self,
@@ -63,9 +83,12 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         fidelity: FidelitySettings | dict[str, Any] | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
+        collapse: CollapseCheck | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "fidelity"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "scheduler", "fidelity", "collapse"], logger=False
+        )
         self.use_optimizers(optimizer, scheduler)
         self.net = net
         self.n_params = count_parameters(net)
@@ -74,6 +97,12 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.settings = (
             fidelity if isinstance(fidelity, FidelitySettings) else FidelitySettings(**(fidelity or {}))
         )
+        self.collapse = collapse if isinstance(collapse, CollapseCheck) else CollapseCheck(**(collapse or {}))
+        self.run_warnings: list[str] = []  # for the log and run_status.json
+        # epochs count from 1 here, as in the console and the checkpoint names (best-epoch001: the first)
+        self._validated: list[tuple[int, list[str]]] = []  # (epoch, what collapsed) of each validation
+        self._loaded_epoch: int | None = None  # the epoch of the checkpoint last loaded (the tested one)
+        self._features: Features | None = None
         self.eval_losses = nn.ModuleDict({stage: EpochMeans(EVAL_LOSSES) for stage in ("val", "test")})
         self.test_examples: dict[str, np.ndarray] = {}
         self._test_metrics: dict[str, Any] = {}
@@ -84,6 +113,8 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
 
     # -- set-up ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if self.settings.feature_ckpt and self._features is None:  # a bad path fails before training
+            self._features = load_features(self.settings.feature_ckpt, self.fs)
         beta = getattr(self.loss, "beta", None)
         if stage == "fit" and beta is not None and getattr(beta, "total_steps", 0) is None:
             total = self.trainer.estimated_stepping_batches
@@ -111,34 +142,39 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             self.log(f"train/{key}", out[key], on_step=False, on_epoch=True, batch_size=n)
         return out["loss"]
 
-    def _mean_pass(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The reconstruction from the latent mean and its losses at β_max: no sampling, the same objective
-        every epoch."""
+    def _mean_pass(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The reconstruction from the latent mean, that mean and the losses at β_max: no sampling, the same
+        objective every epoch."""
         mu, logvar = self.net.encode(batch["x"])
         recon = self.net.decode(mu)
-        return recon, self._losses(batch, recon, mu, logvar, step=None)
+        return recon, mu, self._losses(batch, recon, mu, logvar, step=None)
 
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of one batch without sampling (what the backend check differentiates)."""
-        return self._mean_pass(batch)[1]["loss"]
+        return self._mean_pass(batch)[2]["loss"]
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        recon, out = self._mean_pass(batch)
+        recon, mu, out = self._mean_pass(batch)
         self.eval_losses[stage].log(self, stage, out, len(recon), prog_bar=["wmse"])
-        self._keep(stage, batch, recon)
+        self._keep(stage, batch, recon, mu)
 
-    def _keep(self, stage: str, batch: dict[str, torch.Tensor], recon: torch.Tensor) -> None:
-        """Keep the windows fidelity scores as rows ``(index, input, reconstruction, R-peak mask)``: at most
-        ``max_signals`` per rank at validation, every one at test."""
+    def _keep(
+        self, stage: str, batch: dict[str, torch.Tensor], recon: torch.Tensor, mu: torch.Tensor
+    ) -> None:
+        """Keep the windows fidelity scores as rows ``(index, input, reconstruction, R-peak mask, latent
+        mean)``: at most ``max_signals`` per rank at validation, every one at test."""
         kept = self._kept.setdefault(stage, [])
         room = self.settings.max_signals - sum(len(k) for k in kept) if stage == "val" else len(recon)
         if room > 0:
-            parts = (batch["index"][:, None], batch["x"][:, 0], recon[:, 0], batch["rpeaks"])
+            parts = (batch["index"][:, None], batch["x"][:, 0], recon[:, 0], batch["rpeaks"], mu)
             kept.append(torch.cat([p[:room].detach().float() for p in parts], 1).cpu())
 
-    def _kept_windows(self, stage: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
-        """``(inputs, reconstructions, R-peaks)`` of the windows every rank kept, each once, in dataset
-        order (validation: the first ``max_signals``); None when none were kept or in the sanity check."""
+    def _kept_windows(self, stage: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray] | None:
+        """``(inputs, reconstructions, R-peaks, latent means)`` of the windows every rank kept, each once, in
+        dataset order (validation: the first ``max_signals``); None when none were kept or in the sanity
+        check."""
         kept = self._kept.pop(stage, [])
         if not kept or self.trainer.sanity_checking:
             return None
@@ -146,9 +182,11 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         rows = rows[np.unique(rows[:, 0], return_index=True)[1]]  # sorted by window index, duplicates out
         if stage == "val":
             rows = rows[: self.settings.max_signals]
+        width = rows.shape[1] - self.net.latent_dim  # the latent means come last
+        mus, rows = rows[:, width:], rows[:, :width]
         n = (rows.shape[1] - 1) // 3
         peaks = [np.flatnonzero(m) for m in rows[:, 1 + 2 * n :] > 0.5]
-        return rows[:, 1 : 1 + n], rows[:, 1 + n : 1 + 2 * n], peaks
+        return rows[:, 1 : 1 + n], rows[:, 1 + n : 1 + 2 * n], peaks, mus
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -167,7 +205,7 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         windows = self._kept_windows(stage)
         if windows is None:
             return {}
-        inputs, recons, peaks = windows
+        inputs, recons, peaks, mus = windows
         generated = self.generate(self.settings.n_generated)
         s = self.settings
         scores = fidelity(
@@ -180,36 +218,99 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             hr_range=(s.hr_min, s.hr_max),
             max_rr_cv=s.max_rr_cv,
         )
+        scores["active_units"] = float(active_units(mus))
         self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items() if k != "mse"}, sync_dist=True)
         if stage == "test":
             self.test_examples = {"inputs": inputs, "reconstructions": recons, "generated": generated}
         return scores
 
+    def _collapse_reasons(self, stage: str, scores: dict[str, float]) -> list[str]:
+        """What collapsed in this epoch's ``stage`` (empty: nothing)."""
+        kl = float(self.eval_losses[stage].means["kl"].compute())
+        return self.collapse.reasons(kl, scores["rpeak_recall"], int(scores["active_units"]))
+
     def on_validation_epoch_end(self) -> None:
-        self._fidelity("val")
+        scores = self._fidelity("val")
+        if not scores:
+            return
+        reasons = self._collapse_reasons("val", scores)
+        self._validated.append((self.current_epoch + 1, reasons))
+        collapsed = bool(reasons)
+        loss = float(self.eval_losses["val"].means["loss"].compute())
+        self.log("val/collapsed", float(collapsed), sync_dist=True)
+        self.log("val/guarded_loss", self.collapse.guarded(loss, collapsed), sync_dist=True)
+
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        self.run_warnings.append(message)
+
+    def on_fit_end(self) -> None:
+        """Warn when the last validation epochs collapsed (the KL stayed below the threshold, or the
+        reconstructions lost the beats, up to the end of training)."""
+        trailing = list(itertools.takewhile(lambda v: v[1], reversed(self._validated)))
+        if not trailing:
+            return
+        (last, reasons), first = trailing[0], trailing[-1][0]
+        self._warn(
+            f"the VAE ended training collapsed: its last {len(trailing)} validation epoch(s), "
+            f"{first}-{last}, were collapsed; at epoch {last}: {'; '.join(reasons)}; {REMEDY}"
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        epoch = checkpoint.get("epoch")
+        self._loaded_epoch = None if epoch is None else int(epoch) + 1
+
+    def _field_scores(self, inputs: np.ndarray, generated: np.ndarray) -> dict[str, Any]:
+        """The discriminative score and the Fréchet distance (None, with a note, without a feature net)."""
+        scores: dict[str, Any] = discriminative_score(inputs, generated, self.settings.discriminative)
+        if self._features is None:
+            scores["frechet_distance"] = None
+            scores["frechet_features"] = "none: set model.fidelity.feature_ckpt to a classifier checkpoint"
+        else:
+            scores["frechet_distance"] = frechet_distance(self._features(inputs), self._features(generated))
+            scores["frechet_features"] = f"CRNN.embed of {self.settings.feature_ckpt}"
+        self.log_dict({f"test/{k}": v for k, v in scores.items() if isinstance(v, float)}, sync_dist=True)
+        return scores
+
+    def _check_tested(self, reasons: list[str]) -> None:
+        """Warn when the tested weights are collapsed, naming their checkpoint and epoch."""
+        if not reasons:
+            return
+        path = getattr(self.trainer, "ckpt_path", None)  # None when the weights were loaded beforehand (eval)
+        where = f" {path}" if path else ""
+        epoch = f" (epoch {self._loaded_epoch})" if self._loaded_epoch is not None else ""
+        self._warn(f"the tested checkpoint{where}{epoch} is collapsed: {'; '.join(reasons)}; {REMEDY}")
 
     def on_test_epoch_end(self) -> None:
         scores = self._fidelity("test")
         logged = self.trainer.callback_metrics
+        ex = self.test_examples
+        field_scores = self._field_scores(ex["inputs"], ex["generated"]) if scores else {}
+        reasons = self._collapse_reasons("test", scores) if scores else []
+        self._check_tested(reasons)
         self._test_metrics = {
             "n_params": self.n_params,
             "n_windows": int(len(self.test_examples.get("inputs", []))),
             "n_generated": self.settings.n_generated,
             **{k: float(logged[f"test/{k}"]) for k in ("mse", "wmse", "kl") if f"test/{k}" in logged},
             **{k: float(v) for k, v in scores.items() if k != "mse"},
+            **field_scores,
+            "collapsed": bool(reasons),
         }
 
     def test_outcome(self) -> TestOutcome:
         """The last test's fidelity metrics, input-versus-reconstruction overlays and generated ECGs."""
         ex = self.test_examples
         figures = {}
+        title = getattr(self, "figure_title", "")  # what was tested, set by the entry point
+        unit = amplitude_unit((self.run_config or {}).get("data"))
         if ex:
             figures = {
                 "reconstructions.png": lambda path: plot_overlays(
-                    ex["inputs"], ex["reconstructions"], self.fs, path
+                    ex["inputs"], ex["reconstructions"], self.fs, path, title=title, unit=unit
                 ),
                 "generated.png": lambda path: plot_signal_grid(
-                    ex["generated"][:16], self.fs, path, "generated ECGs"
+                    ex["generated"], self.fs, path, title, real=ex["inputs"], unit=unit
                 ),
             }
-        return TestOutcome(dict(self._test_metrics), figures)
+        return TestOutcome(dict(self._test_metrics), figures, warnings=list(self.run_warnings))

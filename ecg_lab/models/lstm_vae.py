@@ -6,13 +6,19 @@ on channels and average-pooled by ``pool`` (1000 samples → 100 steps for pool 
 those steps; two Linear layers give ``mu`` and ``logvar`` from its last layer's final hidden state
 (``readout="last"``) or from all its outputs (``readout="sequence"``, which keeps where the beats are).
 ``logvar`` starts at ``init_logvar``: a posterior as wide as the prior at initialisation makes z
-mostly noise, the decoder learns to ignore it and the posterior collapses.
+mostly noise, the decoder learns to ignore it and the posterior collapses. ``min_logvar`` (None: off)
+keeps it from narrowing below a floor: a decoder that has only ever seen z within a few thousandths of
+each window's code draws broken beats between them, which is where most samples of the prior fall.
 
 Decoder: a Linear maps the latent ``z`` to the initial ``(h0, c0)`` of the decoder LSTM, which runs
 for ``seq_len // samples_per_step`` steps with ``z`` (and, with ``positional=True``, the step's
-one-hot position) as its input at every step; a Linear turns each step's hidden state into
-``samples_per_step`` samples per channel. ``decode`` alone maps a latent vector to a whole window, so
-``sample`` generates ECGs from ``z ~ N(0, I)``.
+one-hot position) as its input at every step. ``head="linear"`` (the source's): a Linear turns each
+step's hidden state into ``samples_per_step`` samples per channel, so a decoder whose state barely moves
+repeats one ``samples_per_step``-long pattern (a 0.1-s oscillation at 100 Hz). ``head="conv"``: a Linear
+maps each step's state to ``head_channels`` features, held over the step's samples and turned into
+the waveform by two Conv1d layers (kernel ``head_kernel``) that see across step boundaries; the same
+state gives the same output at every sample, so that pattern cannot arise. ``decode`` alone maps a
+latent vector to a whole window, so ``sample`` generates ECGs from ``z ~ N(0, I)``.
 """
 
 from __future__ import annotations
@@ -38,20 +44,19 @@ def _check_divides(seq_len: int, **divisors: int) -> None:
             )
 
 
-def _check_kernels(kernel_sizes: Sequence[int]) -> None:
+def _check_kernels(kernel_sizes: Sequence[int], key: str = "kernel_sizes") -> None:
     if len(kernel_sizes) == 0:
-        raise ValueError(
-            "model.net.kernel_sizes is empty; give at least one odd kernel size, e.g. [3, 9, 15]"
-        )
+        raise ValueError(f"model.net.{key} is empty; give at least one odd kernel size, e.g. [3, 9, 15]")
     bad = [k for k in kernel_sizes if k < 1 or k % 2 == 0]
     if bad:
         raise ValueError(
-            f"model.net.kernel_sizes={list(kernel_sizes)} has {bad}; every kernel size must be odd and "
+            f"model.net.{key}={list(kernel_sizes)} has {bad}; every kernel size must be odd and "
             f"positive so 'same' padding keeps the length"
         )
 
 
 READOUTS = ("last", "sequence")
+HEADS = ("linear", "conv")
 
 
 class MultiScaleConv(nn.Module):
@@ -70,6 +75,44 @@ class MultiScaleConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+class StepHead(nn.Linear):
+    """The source's output layer: one Linear per decoder step → ``samples_per_step`` samples per channel
+    (a Linear itself, so checkpoints of the source's layout load unchanged)."""
+
+    def __init__(self, hidden: int, channels: int, samples_per_step: int) -> None:
+        super().__init__(hidden, channels * samples_per_step)
+        self.channels, self.samples_per_step = channels, samples_per_step
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        """``(batch, steps, hidden)`` → ``(batch, channels, steps * samples_per_step)``."""
+        b, steps, _ = out.shape
+        y = super().forward(out).view(b, steps, self.channels, self.samples_per_step)
+        return y.permute(0, 2, 1, 3).reshape(b, self.channels, steps * self.samples_per_step)
+
+
+class ConvHead(nn.Module):
+    """Step states → ``features`` per step, held over the step's samples → Conv1d → ReLU → Conv1d;
+    translation-equivariant, so a constant state gives a constant output, while the convolutions still
+    place a wave anywhere within a step from where the step boundaries fall in their window."""
+
+    def __init__(self, hidden: int, channels: int, samples_per_step: int, features: int, kernel: int) -> None:
+        super().__init__()
+        self.samples_per_step = samples_per_step
+        self.project = nn.Linear(hidden, features)
+        self.convs = nn.Sequential(
+            nn.Conv1d(features, features, kernel, padding=kernel // 2),
+            nn.ReLU(),
+            nn.Conv1d(features, channels, kernel, padding=kernel // 2),
+        )
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        """``(batch, steps, hidden)`` → ``(batch, channels, steps * samples_per_step)``."""
+        f = self.project(out).transpose(1, 2)
+        b, features, steps = f.shape
+        f = f.unsqueeze(-1).expand(b, features, steps, self.samples_per_step).reshape(b, features, -1)
+        return self.convs(f)
 
 
 class LSTMVAE(nn.Module):
@@ -92,6 +135,10 @@ class LSTMVAE(nn.Module):
         init_logvar: float = -6.0,
         readout: str = "last",
         positional: bool = False,
+        head: str = "linear",
+        head_channels: int = 16,
+        head_kernel: int = 9,
+        min_logvar: float | None = None,
     ) -> None:
         super().__init__()
         _check_positive(
@@ -105,9 +152,13 @@ class LSTMVAE(nn.Module):
             decoder_hidden=decoder_hidden,
             decoder_layers=decoder_layers,
             samples_per_step=samples_per_step,
+            head_channels=head_channels,
         )
         _check_divides(seq_len, pool=pool, samples_per_step=samples_per_step)
         _check_kernels(kernel_sizes)
+        _check_kernels([head_kernel], key="head_kernel")
+        if head not in HEADS:
+            raise ValueError(f"model.net.head must be one of {HEADS}, got {head!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.net.dropout={dropout} must be in [0, 1)")
         self.seq_len, self.in_channels, self.latent_dim = seq_len, in_channels, latent_dim
@@ -133,6 +184,7 @@ class LSTMVAE(nn.Module):
         # start with a narrow posterior: with sigma = 1 at initialisation the sampled z is mostly noise,
         # the decoder learns to ignore it and the posterior collapses before training gets going
         nn.init.constant_(self.to_logvar.bias, init_logvar)
+        self.min_logvar = None if min_logvar is None else float(min_logvar)
 
         self.to_state = nn.Linear(latent_dim, 2 * decoder_layers * decoder_hidden)
         steps = seq_len // samples_per_step
@@ -146,7 +198,11 @@ class LSTMVAE(nn.Module):
             batch_first=True,
             dropout=dropout if decoder_layers > 1 else 0.0,
         )
-        self.to_samples = nn.Linear(decoder_hidden, in_channels * samples_per_step)
+        self.to_samples = (
+            StepHead(decoder_hidden, in_channels, samples_per_step)
+            if head == "linear"
+            else ConvHead(decoder_hidden, in_channels, samples_per_step, head_channels, head_kernel)
+        )
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.in_channels:
@@ -166,7 +222,10 @@ class LSTMVAE(nn.Module):
         steps = self.pool(self.conv(x)).transpose(1, 2)  # (batch, seq_len // pool, features)
         out, (h_n, _) = self.encoder(steps)
         summary = self.drop(out.flatten(1) if self.readout == "sequence" else h_n[-1])
-        return self.to_mu(summary), self.to_logvar(summary)
+        logvar = self.to_logvar(summary)
+        if self.min_logvar is not None:
+            logvar = logvar.clamp_min(self.min_logvar)
+        return self.to_mu(summary), logvar
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """``z = mu + sigma * eps``, sampled in train and eval mode alike; use ``decode(mu)`` for the mean."""
@@ -186,8 +245,7 @@ class LSTMVAE(nn.Module):
             dim=2,
         )
         out, _ = self.decoder(inputs, (h0, c0))
-        y = self.to_samples(out).view(b, steps, self.in_channels, self.samples_per_step)
-        return y.permute(0, 2, 1, 3).reshape(b, self.in_channels, self.seq_len)
+        return self.to_samples(out)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(reconstruction, mu, logvar)`` for windows ``x`` ``(batch, in_channels, seq_len)``."""

@@ -10,6 +10,10 @@ also gets the mean over runs of each bound (``<metric>_ci_lo``, ``<metric>_ci_hi
 reads ``0.775 [0.751, 0.798]``, several runs' ``0.775 ± 0.012 [0.751, 0.798]``. The mean of the bounds
 is the typical width of one run's interval (the uncertainty from the test recordings), the std the
 spread between runs (seeds, folds); the two are shown side by side, not merged into one interval.
+
+``report.html`` beside the tables (``results.html`` where that folder is itself a run's) holds the same
+table, both plots and every run with a relative link to its own ``report.html`` (written here for a run
+that has none: one from before the page existed, or one that failed before its test).
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import logging
 import math
 import os
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +36,22 @@ import yaml
 from matplotlib import colormaps
 
 from ecg_lab.app.figures import subplots
+from ecg_lab.app.html_report import (
+    REPORT,
+    Raw,
+    Section,
+    esc,
+    figure,
+    figures_row,
+    note,
+    table,
+    write_page,
+    write_run_report,
+)
 from ecg_lab.app.outputs import COMPLETED, FAILED, KILLED, RUNNING, read_status
+from ecg_lab.errors import first_line
+
+log = logging.getLogger(__name__)
 
 # override keys that vary between repetitions of one configuration, or only say where things live
 IGNORED_KEYS: tuple[str, ...] = (
@@ -399,25 +420,27 @@ def _fmt_number(v: Any, digits: int = 1) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.{digits}f}"
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Sequence[str]) -> str:
-    """The results table in markdown, then a "Failed runs" section."""
+def metric_label(key: str) -> str:
+    """A metric's column header: ``test weighted F1`` for ``f1``, ``sens. N`` for ``sensitivity_N``."""
+    return LABELS.get(key, key.replace("sensitivity_", "sens. ").replace("F1_", "F1 "))
+
+
+def table_cells(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """The results table's header and cells, as the markdown and HTML tables show them."""
     header = ["configuration", "runs", "seeds"]
     show_folds = any(r["folds"] for r in rows)
     header += ["folds"] if show_folds else []
-    header += [LABELS.get(k, k.replace("sensitivity_", "sens. ").replace("F1_", "F1 ")) for k in keys]
+    header += [metric_label(k) for k in keys]
     header += ["params", "epochs", "wall time (min)"]
     show_hardware = any(r.get("hardware") for r in rows)
     header += ["hardware"] if show_hardware else []
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|",
-    ]
+    body = []
     for r in rows:
         extra = [f"+{r['n_failed']} failed"] if r["n_failed"] else []
         extra += [f"+{r['n_killed']} killed"] if r["n_killed"] else []
         extra += [f"+{r['n_running']} running"] if r["n_running"] else []
         cells = [
-            "`" + r["configuration"].replace("|", "\\|") + "`",
+            r["configuration"],
             f"{r['n_runs']}" + (f" ({', '.join(extra)})" if extra else ""),
             r["seeds"] or "–",
         ]
@@ -432,14 +455,36 @@ def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Se
             _fmt_number(r["wall_time_min"]),
         ]
         cells += [r.get("hardware") or "–"] if show_hardware else []
-        lines.append("| " + " | ".join(cells) + " |")
-    bad = sorted((r for r in runs if r.status != COMPLETED), key=lambda r: str(r.path))
+        body.append(cells)
+    return header, body
+
+
+def failed_runs(runs: Sequence[Run]) -> list[Run]:
+    """The runs that did not complete, by path."""
+    return sorted((r for r in runs if r.status != COMPLETED), key=lambda r: str(r.path))
+
+
+def reason(run: Run) -> str:
+    """The first line of why ``run`` did not complete (its status when nothing says more)."""
+    text = (run.error or run.status).strip()
+    return text.splitlines()[0] if text else run.status
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], runs: Sequence[Run], keys: Sequence[str]) -> str:
+    """The results table in markdown, then a "Failed runs" section."""
+    header, body = table_cells(rows, keys)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|",
+    ]
+    for configuration, *cells in body:
+        lines.append("| " + " | ".join(["`" + configuration.replace("|", "\\|") + "`", *cells]) + " |")
+    bad = failed_runs(runs)
     lines += ["", "## Failed runs", ""]
     if not bad:
         lines.append("None.")
     for r in bad:
-        reason = (r.error or r.status).strip().splitlines()[0] if (r.error or r.status).strip() else r.status
-        lines.append(f"- `{r.path}` (`{r.configuration}`, {r.status}): {reason}")
+        lines.append(f"- `{r.path}` (`{r.configuration}`, {r.status}): {reason(r)}")
     return "\n".join(lines) + "\n"
 
 
@@ -520,13 +565,99 @@ def write_report(
     ``only``: the metric columns instead of the default ones; ``ci``: with the bootstrap intervals."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    pages = run_pages(runs)  # before the plots: a run folder given as out_dir shows its own figures only
     rows = aggregate(runs, extra_metrics, sort, only, ci)
     keys = metric_keys([r for r in runs if r.status == COMPLETED], extra_metrics, only)
     md = out / "results_table.md"
     md.write_text("# Results\n\n" + markdown_table(rows, runs, keys))
-    return {
+    paths = {
         "csv": write_csv(rows, out / "results_table.csv"),
         "markdown": md,
         "f1_plot": plot_f1(rows, out / "results_f1.png"),
         "curves": plot_validation_curves(rows, runs, out / "validation_curves.png", curve_key),
     }
+    return paths | {"html": write_html(rows, runs, keys, paths, pages, sweep_page(out))}
+
+
+def sweep_page(out: Path) -> Path:
+    """``report.html`` in ``out``, or ``results.html`` where ``out`` is a run folder (whose own page
+    ``report.html`` is)."""
+    return out / ("results.html" if (out / ".hydra" / "config.yaml").is_file() else REPORT)
+
+
+# -- report.html -------------------------------------------------------------------------------------
+def run_pages(runs: Sequence[Run]) -> dict[Path, Path]:
+    """Each run folder's ``report.html``, written where there is none; a folder it cannot be written
+    into is left out (with a warning)."""
+    pages = {}
+    for r in runs:
+        page = r.path / REPORT
+        if not page.is_file():
+            try:
+                write_run_report(r.path)
+            except OSError as err:
+                log.warning("no %s for %s: %s", REPORT, r.path, first_line(err))
+                continue
+        pages[r.path] = page
+    return pages
+
+
+def link(page: Path, start: Path, text: str) -> Raw:
+    """An ``<a>`` to ``page`` by its path relative to the folder ``start``."""
+    href = urllib.parse.quote(Path(os.path.relpath(page.resolve(), start.resolve())).as_posix())
+    return Raw(f'<a href="{esc(href)}">{esc(text)}</a>')
+
+
+def run_row(run: Run, keys: Sequence[str], page: Path | None, out: Path) -> list[Any]:
+    """One run's cells: its folder (linked to its ``page``), configuration, status (and why, unless it
+    completed), seed, fold and its ``keys``."""
+    name = os.path.relpath(run.path.resolve(), out.resolve())
+    status = run.status if run.status == COMPLETED else f"{run.status}: {reason(run)}"
+    cells = [link(page, out, name) if page else name, run.configuration, status, _fmt_number(run.seed)]
+    return [*cells, _fmt_number(run.fold), *(_fmt_metric(run.metrics.get(k), None) for k in keys)]
+
+
+def runs_section(runs: Sequence[Run], keys: Sequence[str], pages: dict[Path, Path], out: Path) -> Section:
+    """Every run, by configuration, seed and fold, linked to its page."""
+    ordered = sorted(runs, key=lambda r: (r.configuration, r.seed or 0, r.fold or 0, str(r.path)))
+    rows = [run_row(r, keys, pages.get(r.path), out) for r in ordered]
+    header = ["run", "configuration", "status", "seed", "fold", *(metric_label(k) for k in keys)]
+    return Section("Runs", table(header, rows, numeric_from=3))
+
+
+PLOT_CAPTIONS = {
+    "f1_plot": "test weighted F1 and official F1 per configuration (mean ± std over runs)",
+    "curves": "validation curves per configuration (mean ± std over runs)",
+}
+
+
+def write_html(
+    rows: Sequence[dict[str, Any]],
+    runs: Sequence[Run],
+    keys: Sequence[str],
+    plots: dict[str, Path],
+    pages: dict[Path, Path],
+    path: Path,
+) -> Path:
+    """``report.html``: the results table, the failed runs, both plots and every run linked to its page
+    (``pages``: run folder → its ``report.html``)."""
+    header, cells = table_cells(rows, keys)
+    results = table(header, cells, numeric_from=header.index("seeds") + 1 + ("folds" in header))
+    results += note(
+        "Mean ± std over each configuration's completed runs; [lo, hi] (with --ci): the mean of its runs' "
+        "95% bootstrap bounds."
+    )
+    bad = failed_runs(runs)
+    failed = "".join(f"<li><code>{esc(r.path)}</code> ({esc(r.status)}): {esc(reason(r))}</li>" for r in bad)
+    sections = [
+        Section("Results", results),
+        Section("Failed runs", f"<ul>{failed}</ul>" if bad else note("None.")),
+        Section(
+            "Plots",
+            figures_row(figure(plots[key], caption) for key, caption in PLOT_CAPTIONS.items()),
+        ),
+        runs_section(runs, keys, pages, path.parent),
+    ]
+    n_done = sum(r.status == COMPLETED for r in runs)
+    title = f"Results: {len(rows)} configurations, {n_done} of {len(runs)} runs completed"
+    return write_page(path, title, str(path.parent.resolve()), sections)
