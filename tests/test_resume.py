@@ -93,7 +93,8 @@ def test_resume_into_new_folder_ends_where_uninterrupted_run_ends(runs: dict[str
         times = [float(r["time_s"]) for r in csv.DictReader(f)]
     assert times == sorted(times) and times[0] > 0
     metrics = json.loads((resumed_dir / "test_metrics.json").read_text())
-    assert metrics["wall_time_s"] > times[2] + status["wall_time_s"] * 0.5  # epochs 1-3 ran before the kill
+    # every epoch's time is inside the wall time, epochs 1-3 (run before the kill) included
+    assert metrics["wall_time_s"] >= times[-1] > times[2]
     assert metrics["hardware"].startswith("cpu: ") and metrics["hardware"].endswith("1 thread")
 
 
