@@ -1,8 +1,9 @@
 """Generate ECGs from a trained LSTM-VAE: ``python -m ecg_lab.generate ckpt_path=X n=16``.
 
-The model is rebuilt from the config stored in the checkpoint; ``n`` latent vectors z ~ N(0, I)
-(seeded) are decoded into ``generated.npy`` (n, samples), ``generated.csv`` (a ``time_s`` column and
-one column per ECG) and ``generated.png`` (a grid).
+The model is rebuilt from the config stored in the checkpoint; ``n`` latent vectors (seeded; from
+N(0, I), or from the checkpoint's latent mixture with ``model.sampler.kind=gmm``) are decoded into
+``generated.npy`` (n, samples), ``generated.csv`` (a ``time_s`` column and one column per ECG) and
+``generated.png`` (a grid).
 """
 
 from __future__ import annotations

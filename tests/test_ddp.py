@@ -134,7 +134,7 @@ def test_ddp_two_cpu_processes_share_one_run_folder(tmp_path: Path, cache_dir: P
 def test_ddp_vae_fidelity_is_gathered_from_every_rank(tmp_path: Path, cache_dir: Path) -> None:
     """The LSTM-VAE's test metrics score every test window once, from both ranks, not rank 0's share."""
     args = [*ddp_args(cache_dir, ODD_NORMAL), "trainer.max_epochs=1", "trainer.limit_test_batches=null"]
-    run_train(args, tmp_path)
+    run_train([*args, "trainer.check_val_every_n_epoch=1"], tmp_path)  # a best checkpoint after epoch 1
     (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir() and p.parts[-2] != "latest"]
     metrics = json.loads((run / "test_metrics.json").read_text())
     n_test, _ = n_test_windows(ODD_NORMAL, tmp_path / "count", cache_dir)

@@ -131,6 +131,7 @@ def test_vae_export_has_parity(exports) -> None:
     ckpt, folder = exports["lstm_vae"]
     module, _ = model_from_checkpoint(ckpt)
     on_torch, on_onnx = edge.EdgeModel(folder, "torch"), edge.EdgeModel(folder, "onnx")
+    assert len(on_torch.config["latent_density"]["weights"]) == 10  # experiment=lstm_vae: its mixture
     z = edge.latents(on_torch.config, 6, seed=3)
     with torch.no_grad():
         want = module.net.decode(torch.from_numpy(z))[:, 0].numpy()

@@ -14,7 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 
 from ecg_lab.analyze import analyze
-from ecg_lab.app.checkpoints import model_from_checkpoint
+from ecg_lab.app.checkpoints import load_checkpoint, model_from_checkpoint
 from ecg_lab.app.checks import check_task_config
 from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
@@ -33,12 +33,7 @@ SHORT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small LSTMs run faster on one thread than on two busy ones
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- configs that do not fit fail at start ---------------------------------------------------------
@@ -239,7 +234,14 @@ def test_eval_warns_when_the_data_shapes_signals_differently(
     trained: Path, tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ckpt = next((trained / "checkpoints").glob("best-*.ckpt"))
-    overrides = [f"ckpt_path={ckpt}", "trainer=cpu", "data=synthetic_normal", *SMALL_NORMAL]
+    stride = load_checkpoint(ckpt)[1].data.stride  # the recipe's; only the analytic settings differ
+    overrides = [
+        f"ckpt_path={ckpt}",
+        "trainer=cpu",
+        "data=synthetic_normal",
+        *SMALL_NORMAL,
+        f"data.stride={stride}",
+    ]
     cfg = compose_config("eval", [*overrides, "data.analytic.r_amplification=3"], tmp_path, cache_dir)
     with caplog.at_level(logging.WARNING, logger="ecg_lab.app.checks"):
         evaluate(cfg)

@@ -25,6 +25,7 @@ TINY = [
     "callbacks.progress.interactive=false",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=4",
+    "trainer.check_val_every_n_epoch=1",
     "model.fidelity.n_generated=8",
     "model.fidelity.discriminative.epochs=1",
 ]
@@ -40,12 +41,7 @@ FORCED_COLLAPSE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_collapse_check_reasons_and_guarded_loss() -> None:

@@ -22,12 +22,7 @@ from tests.conftest import compose_config
 FS = 100
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def real_windows(n: int, seed: int, n_samples: int = 1000) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -118,7 +113,10 @@ def test_feature_checkpoint_of_a_classifier_at_the_generators_rate(
     ]
     train(compose_config("train", overrides, tmp_path / "clf", cache_dir))
     ckpt = next((tmp_path / "clf" / "checkpoints").glob("best-*.ckpt"))
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
     features = load_features(ckpt, FS)
+    assert torch.equal(torch.get_rng_state(), before)  # setting a feature net does not change the training
     real, other, noise = (features(sets[k][:60]) for k in ("real", "other_real", "noise"))
     assert real.shape[0] == 60 and np.isfinite(real).all()
     assert frechet_distance(real, other) < 0.1 * frechet_distance(real, noise)

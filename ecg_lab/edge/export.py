@@ -169,6 +169,9 @@ def edge_config(model: Any, stored: DictConfig, name: str, weights: str) -> dict
             config["calibration"] = model.calibration
     else:
         config |= {"window": int(data["window"]), "input": data["input"]}  # type: ignore[index]
+        density = getattr(model, "latent_density", None)
+        if density is not None and bool(density.fitted):  # model.sampler.kind=gmm: the runtime draws from it
+            config["latent_density"] = density.as_dict()
     return config
 
 

@@ -353,15 +353,26 @@ class EdgeModel:
 
 
 def latents(config: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
-    """``n`` latent vectors from N(0, I), drawn with NumPy so that both backends decode the same ones."""
+    """``n`` latent vectors drawn with NumPy, so that both backends decode the same ones: from the
+    export's ``latent_density`` (a Gaussian mixture fitted to the training codes, ``model.sampler.kind=gmm``)
+    when it has one, else from N(0, I)."""
     if n < 1:
         raise ValueError(f"--n must be positive, got {n}")
     dim = int(config["hyperparameters"]["latent_dim"])
-    return np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    density = config.get("latent_density")
+    if not density:
+        return rng.standard_normal((n, dim), dtype=np.float32)
+    weights = np.asarray(density["weights"], dtype=np.float64)
+    means = np.asarray(density["means"], dtype=np.float32)
+    tril = np.asarray(density["scale_tril"], dtype=np.float32)
+    k = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    eps = rng.standard_normal((n, dim), dtype=np.float32)
+    return (means[k] + np.einsum("nij,nj->ni", tril[k], eps)).astype(np.float32)
 
 
 def generate(model: EdgeModel, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` ECGs ``(n, samples)`` decoded from z ~ N(0, I) drawn with ``seed``."""
+    """``n`` ECGs ``(n, samples)`` decoded from latents drawn with ``seed`` (see :func:`latents`)."""
     return model.decode(latents(model.config, n, seed))
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "detect_rpeaks",
     "fidelity",
     "mmd",
+    "nearest_train_ratio",
     "plausible_rhythm_share",
     "r_amplitude_ratio",
     "rpeak_recall",
@@ -198,6 +199,19 @@ def spectral_mmd(real: np.ndarray, generated: np.ndarray, fs: float, relative_fl
     a, b = np.log10(p_real + floor), np.log10(p_gen + floor)
     bandwidth = median_bandwidth(a)
     return float(np.mean([mmd(a, b, scale * bandwidth) for scale in SPECTRUM_SCALES]))
+
+
+def _nearest_distance(signals: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Each signal's RMS distance to its nearest training window."""
+    return np.sqrt(np.maximum(_sq_dists(signals, train).min(axis=1), 0.0) / signals.shape[1])
+
+
+def nearest_train_ratio(generated: np.ndarray, held_out: np.ndarray, train: np.ndarray) -> float:
+    """A memorisation check: the median RMS distance from the generated samples to their nearest
+    training window, over the same for held-out real windows. About 1: generated ECGs are as far from
+    the training set as new real ones; well below 1: they copy training windows."""
+    g, h, t = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (generated, held_out, train))
+    return float(np.median(_nearest_distance(g, t)) / np.median(_nearest_distance(h, t)))
 
 
 def fidelity(

@@ -83,7 +83,8 @@ def load_features(path: str | Path, fs: float) -> Features:
             f"python -m ecg_lab.train model=cnn_lstm (its CRNN.embed gives the features)"
         )
     _checked_rate(stored.get("data") or {}, fs, str(path))
-    net = model_from_loaded(ckpt, stored).net.cpu().eval()
+    with torch.random.fork_rng(devices=[]):  # building it draws initial weights: leave the run's stream alone
+        net = model_from_loaded(ckpt, stored).net.cpu().eval()
     if not hasattr(net, "embed"):
         raise ConfigError(f"{KEY}={path}: its network has no embed(); give a CRNN classifier's checkpoint")
     return embedder(net)

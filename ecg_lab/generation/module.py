@@ -1,7 +1,9 @@
 """LightningModule for ECG generation: batches → LSTM-VAE → morphology-weighted loss → fidelity metrics.
 
 Reconstructions for the metrics decode the latent mean (deterministic); generated samples decode
-z ~ N(0, I) from a fixed seed, so epochs are comparable. The fidelity metrics
+latents drawn from a fixed seed, so epochs are comparable: from N(0, I), or (``sampler.kind=gmm``) from
+a Gaussian mixture refitted to the training windows' posterior means at every validation epoch
+(:mod:`ecg_lab.generation.latent_density`), which is stored in the checkpoint. The fidelity metrics
 (:mod:`ecg_lab.generation.fidelity`) run on at most ``fidelity.max_signals`` validation windows per
 epoch and on every test window; under DDP they are gathered from every rank, each window once, and scored
 in dataset order, so the numbers do not depend on the number of ranks. The test adds the measures of the
@@ -32,9 +34,10 @@ from ecg_lab.app.optimizers import ConfiguredOptimizers
 from ecg_lab.app.outputs import TestOutcome
 from ecg_lab.generation.collapse import REMEDY, CollapseCheck, active_units
 from ecg_lab.generation.discriminative import DiscriminativeSettings, discriminative_score
-from ecg_lab.generation.fidelity import fidelity
+from ecg_lab.generation.fidelity import fidelity, nearest_train_ratio, plausible_rhythm_share
 from ecg_lab.generation.figures import amplitude_unit, plot_overlays, plot_signal_grid
 from ecg_lab.generation.frechet import Features, frechet_distance, load_features
+from ecg_lab.generation.latent_density import LatentDensity, SamplerSettings
 from ecg_lab.generation.loss import MorphologyWeightedMSE
 from ecg_lab.models.crnn import count_parameters
 
@@ -84,10 +87,11 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         collapse: CollapseCheck | dict[str, Any] | None = None,
+        sampler: SamplerSettings | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            ignore=["net", "loss", "optimizer", "scheduler", "fidelity", "collapse"], logger=False
+            ignore=["net", "loss", "optimizer", "scheduler", "fidelity", "collapse", "sampler"], logger=False
         )
         self.use_optimizers(optimizer, scheduler)
         self.net = net
@@ -98,6 +102,11 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             fidelity if isinstance(fidelity, FidelitySettings) else FidelitySettings(**(fidelity or {}))
         )
         self.collapse = collapse if isinstance(collapse, CollapseCheck) else CollapseCheck(**(collapse or {}))
+        self.sampler = sampler if isinstance(sampler, SamplerSettings) else SamplerSettings(**(sampler or {}))
+        # the gmm sampler's mixture: buffers, so every checkpoint holds the one fitted at its epoch
+        self.latent_density = (
+            LatentDensity(net.latent_dim, self.sampler.components) if self.sampler.kind == "gmm" else None
+        )
         self.run_warnings: list[str] = []  # for the log and run_status.json
         # epochs count from 1 here, as in the console and the checkpoint names (best-epoch001: the first)
         self._validated: list[tuple[int, list[str]]] = []  # (epoch, what collapsed) of each validation
@@ -195,11 +204,44 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self._eval_step("test", batch)
 
     @torch.no_grad()
-    def generate(self, n: int, seed: int | None = None) -> np.ndarray:
-        """``n`` generated signals (n, seq_len) from z ~ N(0, I) drawn on the CPU, reproducible with
-        ``seed``."""
+    def generate(self, n: int, seed: int | None = None, sampler: str | None = None) -> np.ndarray:
+        """``n`` generated signals (n, seq_len) from latents drawn on the CPU, reproducible with ``seed``:
+        by ``model.sampler`` (``sampler="prior"``: from N(0, I) whatever it says)."""
         generator = torch.Generator().manual_seed(self.settings.seed if seed is None else seed)
-        return self.net.sample(n, generator)[:, 0].float().cpu().numpy()
+        if self.latent_density is None or sampler == "prior":
+            return self.net.sample(n, generator)[:, 0].float().cpu().numpy()
+        if not bool(self.latent_density.fitted):
+            raise RuntimeError(
+                "model.sampler.kind=gmm but this model's latent mixture was never fitted (it is fitted at "
+                "each validation epoch of training); train it, or generate with model.sampler.kind=prior"
+            )
+        z = self.latent_density.sample(n, generator).to(self.device)
+        return self.net.decode(z)[:, 0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def fit_latent_density(self, windows: np.ndarray) -> None:
+        """Fit the gmm sampler's mixture to the posterior means of ``windows`` (n, seq_len), encoded in
+        eval mode."""
+        assert self.latent_density is not None
+        training = self.net.training
+        self.net.eval()
+        batches = (
+            torch.as_tensor(windows[i : i + 512], device=self.device) for i in range(0, len(windows), 512)
+        )
+        codes = torch.cat([self.net.encode(x[:, None])[0].float().cpu() for x in batches])
+        self.net.train(training)
+        self.latent_density.fit(codes.numpy(), seed=self.sampler.seed)
+
+    def _training_windows(self) -> np.ndarray | None:
+        """At most ``sampler.max_windows`` training windows (a fixed choice), or None without them."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        train = (getattr(datamodule, "datasets", None) or {}).get("train")
+        if train is None or not len(train):
+            return None
+        x, cap = train.windows.x, self.sampler.max_windows
+        if len(x) <= cap:
+            return x
+        return x[np.sort(np.random.default_rng(self.sampler.seed).choice(len(x), cap, replace=False))]
 
     def _fidelity(self, stage: str) -> dict[str, float]:
         windows = self._kept_windows(stage)
@@ -229,7 +271,19 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         kl = float(self.eval_losses[stage].means["kl"].compute())
         return self.collapse.reasons(kl, scores["rpeak_recall"], int(scores["active_units"]))
 
+    def on_test_epoch_start(self) -> None:
+        if self.latent_density is not None and not bool(self.latent_density.fitted):
+            windows = self._training_windows()
+            if windows is not None:
+                self._warn(
+                    "the tested weights had no fitted latent mixture; fitted it to the training windows"
+                )
+                self.fit_latent_density(windows)
+
     def on_validation_epoch_end(self) -> None:
+        windows = self._training_windows() if self.latent_density is not None else None
+        if windows is not None:  # refit to this epoch's codes before drawing the generated samples
+            self.fit_latent_density(windows)
         scores = self._fidelity("val")
         if not scores:
             return
@@ -272,6 +326,23 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self.log_dict({f"test/{k}": v for k, v in scores.items() if isinstance(v, float)}, sync_dist=True)
         return scores
 
+    def _sampler_scores(self, inputs: np.ndarray, generated: np.ndarray) -> dict[str, Any]:
+        """What drew the generated samples; with the gmm sampler, the rhythm of N(0, I) samples beside
+        it; and, when the training windows are at hand, the memorisation check (``nearest_train_ratio``)."""
+        s = self.settings
+        scores: dict[str, Any] = {"sampler": self.sampler.kind}
+        if self.latent_density is not None:
+            scores["sampler"] = f"gmm, {self.sampler.components} components"
+            prior = self.generate(s.n_generated, sampler="prior")
+            scores["rhythm_plausible_prior"] = plausible_rhythm_share(
+                prior, self.fs, hr_range=(s.hr_min, s.hr_max), max_rr_cv=s.max_rr_cv
+            )
+        train = self._training_windows()
+        if train is not None:
+            scores["nearest_train_ratio"] = nearest_train_ratio(generated, inputs, train)
+        self.log_dict({f"test/{k}": v for k, v in scores.items() if isinstance(v, float)}, sync_dist=True)
+        return scores
+
     def _check_tested(self, reasons: list[str]) -> None:
         """Warn when the tested weights are collapsed, naming their checkpoint and epoch."""
         if not reasons:
@@ -286,6 +357,8 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         logged = self.trainer.callback_metrics
         ex = self.test_examples
         field_scores = self._field_scores(ex["inputs"], ex["generated"]) if scores else {}
+        if scores:
+            field_scores |= self._sampler_scores(ex["inputs"], ex["generated"])
         reasons = self._collapse_reasons("test", scores) if scores else []
         self._check_tested(reasons)
         self._test_metrics = {
