@@ -13,7 +13,7 @@ import torch
 from ecg_lab.errors import ConfigError, MissingFileError
 from ecg_lab.generation.analytic import AnalyticSpec, analytic_ecg
 from ecg_lab.generation.discriminative import DiscriminativeSettings, discriminative_score
-from ecg_lab.generation.fidelity import fidelity, spectral_mmd
+from ecg_lab.generation.fidelity import fidelity, spectral_mmd, step_artefact_ratio
 from ecg_lab.generation.frechet import embedder, frechet_distance, load_features
 from ecg_lab.models.crnn import CRNN
 from ecg_lab.train import train
@@ -151,3 +151,28 @@ def test_mmd_of_log_spectra_real_vs_real_near_zero_noise_far(sets) -> None:
     white, flat = spectral_mmd(real, sets["noise"], FS), spectral_mmd(real, np.zeros_like(other), FS)
     assert abs(spectral_mmd(real, other, FS)) < slight < blunted < 0.5 * white < white < flat
     assert np.isfinite(flat)
+
+
+# -- the decoder's 0.1-s stepping ---------------------------------------------------------------------
+def stepped(x: np.ndarray, samples_per_step: int = 10, amplitude: float = 0.05) -> np.ndarray:
+    """Each row plus a small pattern repeating every ``samples_per_step`` samples (a sawtooth)."""
+    pattern = np.linspace(-1.0, 1.0, samples_per_step)
+    return x + amplitude * x.std() * np.tile(pattern, x.shape[1] // samples_per_step)
+
+
+def test_step_artefact_ratio_is_about_one_for_real_and_large_for_a_stepped_decoder(sets) -> None:
+    real, other = sets["real"], sets["other_real"]
+    same = step_artefact_ratio(real, other, FS, step_hz=10.0)
+    assert 0.5 < same < 2.0
+    # graded: a ripple of 5% of the signal's sd already breaks the issue's bar of 2, one of 20% by far
+    ripples = [step_artefact_ratio(real, stepped(other, 10, a), FS, step_hz=10.0) for a in (0.02, 0.05, 0.2)]
+    assert same < ripples[0] < 2.0 < ripples[1] < ripples[2] and ripples[2] > 10
+    # a pattern at another step rate (5 samples: 20 Hz) shows at its own rate
+    assert step_artefact_ratio(real, stepped(other, 5, 0.2), FS, step_hz=20.0) > 10
+    assert step_artefact_ratio(real, smoothed(other), FS, step_hz=10.0) < same  # blunting adds no stepping
+    x, peaks = real_windows(30, seed=6)
+    scores = fidelity(x, x, stepped(other[:30], 10, 0.2), peaks, FS, step_hz=10.0)
+    assert scores["step_artefact_ratio"] == step_artefact_ratio(x, stepped(other[:30], 10, 0.2), FS, 10.0)
+    assert "step_artefact_ratio" not in fidelity(x, x, other[:30], peaks, FS)
+    with pytest.raises(ValueError, match="step_hz=60"):
+        step_artefact_ratio(real, other, FS, step_hz=60.0)

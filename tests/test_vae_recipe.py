@@ -49,5 +49,6 @@ def test_default_recipe_keeps_the_kl_open(tmp_path: Path, cache_dir: Path) -> No
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
     assert metrics["sampler"] == "gmm, 10 components"
     assert 0 <= metrics["rhythm_plausible_prior"] <= 1 and metrics["nearest_train_ratio"] > 0
+    assert metrics["step_artefact_ratio"] > 0  # at the decoder's step rate, 100 Hz / 10 samples
     state = torch.load(metrics["ckpt_path"], map_location="cpu", weights_only=False)["state_dict"]
     assert bool(state["latent_density.fitted"]) and state["latent_density.scale_tril"].shape == (10, 16, 16)

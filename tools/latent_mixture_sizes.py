@@ -33,8 +33,7 @@ def main() -> None:
     dm = hydra.utils.instantiate(cfg.data)
     dm.prepare_data()
     dm.setup()
-    with torch.no_grad():
-        codes = model.net.encode(torch.as_tensor(dm.datasets["train"].windows.x)[:, None])[0]
+    codes = model.encode_means(dm.datasets["train"].windows.x)
     dim = codes.shape[1]
 
     def rhythm(z: torch.Tensor) -> float:
@@ -45,7 +44,7 @@ def main() -> None:
     print(f"N(0, I): {rhythm(torch.randn(args.n, dim, generator=generator)):.3f}")
     for k in (1, *args.components):
         density = LatentDensity(dim, k)
-        density.fit(codes.numpy(), seed=0)
+        density.fit(codes, seed=0)
         name = "full Gaussian" if k == 1 else f"mixture of {k}"
         print(f"{name}: {rhythm(density.sample(args.n, torch.Generator().manual_seed(0))):.3f}")
 

@@ -24,6 +24,7 @@ __all__ = [
     "r_amplitude_ratio",
     "rpeak_recall",
     "spectral_mmd",
+    "step_artefact_ratio",
 ]
 Peaks = Sequence[np.ndarray] | np.ndarray
 
@@ -177,12 +178,38 @@ def mmd(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> float:
 SPECTRUM_SCALES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
-def power_spectra(signals: np.ndarray, fs: float, segment_s: float = 2.56) -> np.ndarray:
-    """Each row's power spectral density (Welch, ``segment_s``-long Hann segments, mean removed)."""
+def welch_spectra(signals: np.ndarray, fs: float, segment_s: float = 2.56) -> tuple[np.ndarray, np.ndarray]:
+    """The frequencies and each row's power spectral density (Welch, ``segment_s``-long Hann segments,
+    mean removed)."""
     from scipy.signal import welch
 
     x = np.atleast_2d(np.asarray(signals, dtype=np.float64))
-    return welch(x, fs=fs, nperseg=min(x.shape[1], max(8, round(segment_s * fs))), axis=-1)[1]
+    return welch(x, fs=fs, nperseg=min(x.shape[1], max(8, round(segment_s * fs))), axis=-1)
+
+
+def power_spectra(signals: np.ndarray, fs: float, segment_s: float = 2.56) -> np.ndarray:
+    """Each row's power spectral density (:func:`welch_spectra`)."""
+    return welch_spectra(signals, fs, segment_s)[1]
+
+
+def step_artefact_ratio(
+    real: np.ndarray, generated: np.ndarray, fs: float, step_hz: float, half_width_hz: float = 0.5
+) -> float:
+    """The decoder's per-step pattern in numbers: the generated samples' mean power within
+    ±``half_width_hz`` of ``step_hz`` (``fs / samples_per_step``: 10 Hz for 10 samples a step at 100 Hz)
+    and of each harmonic below the Nyquist frequency, over the real windows' power there; the largest
+    of these ratios. About 1 or less: no more stepping than real ECGs show."""
+    freqs, p_real = welch_spectra(real, fs)
+    p_gen = welch_spectra(generated, fs)[1]
+    ratios = []
+    for k in range(1, int(fs / 2 // step_hz) + 1):
+        band = np.abs(freqs - k * step_hz) <= half_width_hz
+        if k * step_hz + half_width_hz < fs / 2 and band.any():
+            floor = np.finfo(np.float64).tiny
+            ratios.append(float(p_gen[:, band].mean() / max(float(p_real[:, band].mean()), floor)))
+    if not ratios:
+        raise ValueError(f"no harmonic of step_hz={step_hz} lies below the Nyquist frequency of fs={fs}")
+    return max(ratios)
 
 
 def spectral_mmd(real: np.ndarray, generated: np.ndarray, fs: float, relative_floor: float = 0.01) -> float:
@@ -223,19 +250,22 @@ def fidelity(
     tolerance_s: float = 0.05,
     hr_range: tuple[float, float] = (40, 180),
     max_rr_cv: float = 0.2,
+    step_hz: float | None = None,
 ) -> dict[str, float]:
     """All fidelity numbers for one validation pass (plain floats).
 
     ``mmd`` (inputs vs generated) and ``mmd_recon`` (inputs vs reconstructions) share one kernel
     bandwidth, the median heuristic on the inputs alone, so they are comparable with each other and,
     on a fixed validation set, across epochs. ``mmd_spectrum`` compares the inputs' and the generated
-    samples' log power spectra (:func:`spectral_mmd`).
+    samples' log power spectra (:func:`spectral_mmd`). With ``step_hz`` (the decoder's step rate),
+    ``step_artefact_ratio`` (:func:`step_artefact_ratio`).
     """
     x = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
     r = np.atleast_2d(np.asarray(reconstructions, dtype=np.float64))
     g = np.atleast_2d(np.asarray(generated, dtype=np.float64))
     rhythm = {"hr_range": hr_range, "max_rr_cv": max_rr_cv}
     bandwidth = median_bandwidth(x)
+    step = {} if step_hz is None else {"step_artefact_ratio": step_artefact_ratio(x, g, fs, step_hz)}
     return {
         "mse": float(np.mean((x - r) ** 2)),
         "rpeak_recall": rpeak_recall(input_peaks, r, fs, tolerance_s),
@@ -245,4 +275,5 @@ def fidelity(
         "mmd": mmd(x, g, bandwidth),
         "mmd_recon": mmd(x, r, bandwidth),
         "mmd_spectrum": spectral_mmd(x, g, fs),
+        **step,
     }

@@ -52,7 +52,6 @@ class LatentDensity(nn.Module):
         self.register_buffer("means", torch.zeros(components, latent_dim))
         self.register_buffer("scale_tril", torch.eye(latent_dim).repeat(components, 1, 1))
         self.register_buffer("fitted", torch.tensor(False))
-        self.n_fitted = 0  # windows behind the last fit (0: loaded from a checkpoint, or none yet)
 
     @property
     def components(self) -> int:
@@ -79,7 +78,6 @@ class LatentDensity(nn.Module):
         self.means.copy_(torch.as_tensor(gmm.means_, dtype=like.dtype))
         self.scale_tril.copy_(torch.as_tensor(np.linalg.cholesky(gmm.covariances_), dtype=like.dtype))
         self.fitted.fill_(True)
-        self.n_fitted = len(codes)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` latent vectors (n, D), drawn on the CPU with ``generator``."""

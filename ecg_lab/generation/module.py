@@ -67,6 +67,11 @@ class FidelitySettings:
             settings = DiscriminativeSettings(**dict(self.discriminative or {}))
             object.__setattr__(self, "discriminative", settings)
 
+    @property
+    def rhythm(self) -> dict[str, Any]:
+        """What a plausible rhythm is (keyword arguments of the fidelity functions)."""
+        return {"hr_range": (self.hr_min, self.hr_max), "max_rr_cv": self.max_rr_cv}
+
 
 class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     """Trains a VAE ``net`` (``encode``/``decode``/``sample``) with ``loss``; logs reconstruction
@@ -112,6 +117,7 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self._validated: list[tuple[int, list[str]]] = []  # (epoch, what collapsed) of each validation
         self._loaded_epoch: int | None = None  # the epoch of the checkpoint last loaded (the tested one)
         self._features: Features | None = None
+        self._train_subset: tuple[int, np.ndarray] | None = None  # (id of the train dataset, its windows)
         self.eval_losses = nn.ModuleDict({stage: EpochMeans(EVAL_LOSSES) for stage in ("val", "test")})
         self.test_examples: dict[str, np.ndarray] = {}
         self._test_metrics: dict[str, Any] = {}
@@ -219,29 +225,36 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         return self.net.decode(z)[:, 0].float().cpu().numpy()
 
     @torch.no_grad()
-    def fit_latent_density(self, windows: np.ndarray) -> None:
-        """Fit the gmm sampler's mixture to the posterior means of ``windows`` (n, seq_len), encoded in
-        eval mode."""
-        assert self.latent_density is not None
+    def encode_means(self, windows: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """The posterior means (n, latent_dim) of ``windows`` (n, seq_len), encoded in eval mode."""
         training = self.net.training
         self.net.eval()
         batches = (
-            torch.as_tensor(windows[i : i + 512], device=self.device) for i in range(0, len(windows), 512)
+            torch.as_tensor(windows[i : i + batch_size], device=self.device)
+            for i in range(0, len(windows), batch_size)
         )
         codes = torch.cat([self.net.encode(x[:, None])[0].float().cpu() for x in batches])
         self.net.train(training)
-        self.latent_density.fit(codes.numpy(), seed=self.sampler.seed)
+        return codes.numpy()
+
+    def fit_latent_density(self, windows: np.ndarray) -> None:
+        """Fit the gmm sampler's mixture to the posterior means of ``windows`` (n, seq_len)."""
+        assert self.latent_density is not None
+        self.latent_density.fit(self.encode_means(windows), seed=self.sampler.seed)
 
     def _training_windows(self) -> np.ndarray | None:
-        """At most ``sampler.max_windows`` training windows (a fixed choice), or None without them."""
+        """At most ``sampler.max_windows`` training windows (a fixed choice, drawn once per training set),
+        or None without them."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         train = (getattr(datamodule, "datasets", None) or {}).get("train")
         if train is None or not len(train):
             return None
-        x, cap = train.windows.x, self.sampler.max_windows
-        if len(x) <= cap:
-            return x
-        return x[np.sort(np.random.default_rng(self.sampler.seed).choice(len(x), cap, replace=False))]
+        if self._train_subset is None or self._train_subset[0] != id(train):
+            x, cap = train.windows.x, self.sampler.max_windows
+            if len(x) > cap:
+                x = x[np.sort(np.random.default_rng(self.sampler.seed).choice(len(x), cap, replace=False))]
+            self._train_subset = (id(train), x)
+        return self._train_subset[1]
 
     def _fidelity(self, stage: str) -> dict[str, float]:
         windows = self._kept_windows(stage)
@@ -257,14 +270,20 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             peaks,
             self.fs,
             tolerance_s=s.tolerance_s,
-            hr_range=(s.hr_min, s.hr_max),
-            max_rr_cv=s.max_rr_cv,
+            step_hz=self._step_hz,
+            **s.rhythm,
         )
         scores["active_units"] = float(active_units(mus))
         self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items() if k != "mse"}, sync_dist=True)
         if stage == "test":
             self.test_examples = {"inputs": inputs, "reconstructions": recons, "generated": generated}
         return scores
+
+    @property
+    def _step_hz(self) -> float | None:
+        """The decoder's step rate (``fs / samples_per_step``), where the per-step pattern would show."""
+        per_step = getattr(self.net, "samples_per_step", None)
+        return self.fs / per_step if per_step else None
 
     def _collapse_reasons(self, stage: str, scores: dict[str, float]) -> list[str]:
         """What collapsed in this epoch's ``stage`` (empty: nothing)."""
@@ -334,9 +353,7 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         if self.latent_density is not None:
             scores["sampler"] = f"gmm, {self.sampler.components} components"
             prior = self.generate(s.n_generated, sampler="prior")
-            scores["rhythm_plausible_prior"] = plausible_rhythm_share(
-                prior, self.fs, hr_range=(s.hr_min, s.hr_max), max_rr_cv=s.max_rr_cv
-            )
+            scores["rhythm_plausible_prior"] = plausible_rhythm_share(prior, self.fs, **s.rhythm)
         train = self._training_windows()
         if train is not None:
             scores["nearest_train_ratio"] = nearest_train_ratio(generated, inputs, train)
