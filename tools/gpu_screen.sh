@@ -1,15 +1,21 @@
 #!/bin/bash
-# The issue-13 GPU screen as it ran on a lent H200 machine (README "GPU screen"): the four levers, the
-# best recipe's window seeds and the twelve variants, MAXJ jobs at once with one CPU thread each; at
+# The GPU screens as they ran on a lent H200 machine, MAXJ jobs at once with one CPU thread each; at
 # DEADLINE seconds every job still running is stopped (its last.ckpt resumes anywhere) and the run
-# folders are packed into $OUT. It runs from a folder G (this script's) prepared beside the repository:
+# folders are packed into $OUT.
+#   SCREEN=classifier (issue 13, README "GPU screen"): the four levers, the best recipe's window seeds and
+#     the twelve variants;
+#   SCREEN=vae (issue 15, README "Generation"): LSTM-VAE recipes on the real normal ECGs (normal_ecg),
+#     each stopped by VAE_TIME (trainer.max_time) if its epochs have not ended, then tested.
+# It runs from a folder G (this script's) prepared beside the repository:
 #   git archive HEAD | tar -x -C G/code                      # the committed code, not the working tree
 #   python ../shared/tools/ecgpack.py pack ../shared/data/physionet2017/training2017 G/pn2017.xz
+#   tar cJf G/ptbxl.tar.xz -C ../shared/data ptbxl          # SCREEN=vae only
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d G/whl hydra-core omegaconf \
 #     neurokit2 PyWavelets captum wfdb soundfile   (+ pip wheel antlr4-python3-runtime==4.9.3)
-# env: DEADLINE (s), MAXJ, ACCEL (gpu|cpu), EXTRA (overrides for every job), PY, ONLY (a regex of jobs)
+# env: SCREEN, DEADLINE (s), MAXJ, ACCEL (gpu|cpu), EXTRA (overrides for every job), PY, ONLY (a regex of jobs)
 set -u
 T0=$(date +%s); DEADLINE=${DEADLINE:-470}; MAXJ=${MAXJ:-14}; ACCEL=${ACCEL:-gpu}; EXTRA=${EXTRA:-}; PY=${PY:-python3}
+SCREEN=${SCREEN:-classifier}; VAE_TIME=${VAE_TIME:-00:00:05:30}
 G=$(cd "$(dirname "$0")" && pwd); R=${RUNS_DIR:-/tmp/gpu_runs}; OUT=${OUT:-/tmp/out}; mkdir -p "$R/abl" "$OUT"
 say() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
 if [ -d "$G/whl" ] && [ "$ACCEL" = gpu ]; then
@@ -22,6 +28,13 @@ $PY -c "import torch, ecg_lab.train, ecg_lab.aggregate; print('torch', torch.__v
 $PY -c "import neurokit2, ecg_lab; print('neurokit2', neurokit2.__version__, ecg_lab.__file__)" 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null; nproc
 [ -f "$ECG_LAB_DATA/physionet2017/training2017/REFERENCE.csv" ] || $PY "$G/tools/ecgpack.py" unpack "$G/pn2017.xz" "$ECG_LAB_DATA/physionet2017/training2017" || exit 5
+if [ "$SCREEN" = vae ]; then
+  [ -d "$ECG_LAB_DATA/ptbxl" ] || tar xJf "$G/ptbxl.tar.xz" -C "$ECG_LAB_DATA" || exit 5
+  $PY -c "import sklearn, threadpoolctl; print('sklearn', sklearn.__version__)" || exit 6  # the gmm sampler
+  # the cleaned waveforms once (NeuroKit2), before the jobs share them through the cache
+  $PY -m ecg_lab.train experiment=lstm_vae data=normal_ecg trainer=$ACCEL threads=1 trainer.max_epochs=1 \
+    +trainer.limit_train_batches=1 +trainer.limit_val_batches=1 +trainer.limit_test_batches=1 hydra.run.dir=$R/warm > $R/warm.log 2>&1 || { tail -20 $R/warm.log; exit 7; }
+fi
 say "ready"
 train() { local name=$1; shift; $PY -m ecg_lab.train trainer=$ACCEL threads=1 hydra.run.dir=$R/$name $EXTRA "$@" > $R/$name.log 2>&1; say "done $name rc=$?"; }
 best() {  # make best's two stages
@@ -30,6 +43,20 @@ best() {  # make best's two stages
   $PY -m ecg_lab.aggregate aggregator=bigru seed=$s threads=${AGG_THREADS:-4} hydra.run.dir=$R/best_s$s/aggregate ckpt_path=$ck > $R/best_s$s.agg.log 2>&1
   say "done best_s$s aggregate rc=$?"
 }
+vae_q=(  # name, then overrides on top of: experiment=lstm_vae data=normal_ecg data.batch_size=64
+  "l16" "l32 model.net.latent_dim=32" "l64 model.net.latent_dim=64" "l128 model.net.latent_dim=128"
+  "l64_lv6 model.net.latent_dim=64 model.net.min_logvar=-6 model.net.init_logvar=-6"
+  "l64_lvnone model.net.latent_dim=64 model.net.min_logvar=null model.net.init_logvar=-6"
+  "l64_pw30 model.net.latent_dim=64 loss.peak_weight=30"
+  "l64_dh256 model.net.latent_dim=64 model.net.decoder_hidden=256"
+  "l64_b1e-4 model.net.latent_dim=64 loss.beta.beta_max=1e-4"
+  "l64_s1 model.net.latent_dim=64 seed=1"
+  "raw_l32 data.input=raw model.net.latent_dim=32" "raw_l64 data.input=raw model.net.latent_dim=64"
+  "raw_l64_lv6 data.input=raw model.net.latent_dim=64 model.net.min_logvar=-6 model.net.init_logvar=-6"
+)
+vae() { local name=$1; shift; train vae/$name experiment=lstm_vae data=normal_ecg data.batch_size=64 \
+  trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME "$@"; }
+source_vae() { train vae/source experiment=lstm_vae_normal_ecg trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME; }
 jobs_q=(
   "best 43" "best 44"
   "train lever_augment experiment=physionet2017_cnn_lstm seed=42 augment=default"
@@ -40,6 +67,7 @@ jobs_q=(
 )
 for s in 42 123 1; do for m in cnn_lstm cnn_lstm_ln cnn_only gru bilstm cnn_bilstm_seq24 cnn_lstm_meanpool cnn_lstm_seq16 lstm_only residual simple_lstm attention; do
   jobs_q+=("train abl/${m}_s$s data=physionet2017 model=$m seed=$s"); done; done
+if [ "$SCREEN" = vae ]; then mkdir -p "$R/vae"; jobs_q=("source_vae"); for j in "${vae_q[@]}"; do jobs_q+=("vae $j"); done; fi
 [ -n "${ONLY:-}" ] && { q=(); for j in "${jobs_q[@]}"; do [[ $j =~ $ONLY ]] && q+=("$j"); done; jobs_q=("${q[@]}"); }
 i=0
 while [ $i -lt ${#jobs_q[@]} ] && [ $(( $(date +%s) - T0 )) -lt $(( DEADLINE - 120 )) ]; do
@@ -50,6 +78,9 @@ while [ "$(jobs -rp | wc -l)" -gt 0 ] && [ $(( $(date +%s) - T0 )) -lt $DEADLINE
 say "deadline or all done; stopping $(pgrep -fc "hydra.run.dir=$R/") jobs"
 pkill -TERM -f "hydra.run.dir=$R/"; sleep 8; pkill -KILL -f "hydra.run.dir=$R/"; sleep 1
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv 2>/dev/null
+if [ "$SCREEN" = vae ]; then  # every run folder, with its best checkpoint (a few MB each)
+  tar czf $OUT/vae.tgz --exclude=last.ckpt --exclude="*.html" -C $R vae warm.log; ls -la $OUT; say "end"; exit 0
+fi
 for d in best_s43 best_s44 lever_augment lever_records_attention lever_150hz lever_rr best_s42; do  # last.ckpt only to resume
   ex=(); [ -f $R/$d/test_metrics.json ] && ex=(--exclude=last.ckpt)
   [ -d $R/$d ] && tar czf $OUT/$d.tgz "${ex[@]}" -C $R $d $d.log $( [ -f $R/$d.agg.log ] && echo $d.agg.log ); done
