@@ -208,6 +208,22 @@ def test_a_steady_decoder_state_repeats_one_step_only_with_the_linear_head() -> 
     conv = ConvHead(16, 1, 10, features=8, kernel=9)(steady)[0, 0].detach()
     inner = conv[10:-10]  # away from the zero padding at the ends
     assert inner.std() < 1e-5 * (inner.abs().mean() + 1e-6) + 1e-6
+    # step_conv places waves within a step itself: a steady state repeats a step, as the linear head's
+    step_conv = ConvHead(16, 1, 10, features=8, kernel=9, within_step=True)(steady)[0, 0].detach()[10:-10]
+    assert torch.allclose(step_conv[10:], step_conv[:-10], atol=1e-6) and step_conv[:10].std() > 1e-4
+
+
+def test_step_conv_places_one_step_feature_at_one_sample() -> None:
+    """Each of a step's samples has its own features (features × samples, feature-major)."""
+    head = ConvHead(4, 1, 5, features=2, kernel=1, within_step=True)
+    with torch.no_grad():
+        head.project.weight.zero_(), head.project.bias.zero_()
+        head.project.bias[0 * 5 + 3] = 1.0  # feature 0 (of 2), sample 3 (of 5): feature-major
+        for conv in (head.convs[0], head.convs[2]):
+            conv.weight.zero_(), conv.bias.zero_()
+            conv.weight[0, 0, 0] = 1.0  # feature 0 through
+    y = head(torch.zeros(1, 4, 4))[0, 0]
+    assert torch.equal(y.nonzero().flatten(), torch.tensor([3, 8, 13, 18]))
 
 
 def test_bad_head_names_the_key() -> None:

@@ -12,7 +12,7 @@
 #   tar cJf G/ptbxl.tar.xz -C ../shared/data ptbxl          # SCREEN=vae only
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d G/whl hydra-core omegaconf \
 #     neurokit2 PyWavelets captum wfdb soundfile   (+ pip wheel antlr4-python3-runtime==4.9.3)
-# env: SCREEN, DEADLINE (s), MAXJ, ACCEL (gpu|cpu), EXTRA (overrides for every job), PY, ONLY (a regex of jobs)
+# env: SCREEN, VAE_SET (1|2), VAE_EPOCHS, VAE_TIME, DEADLINE (s), MAXJ, ACCEL (gpu|cpu), EXTRA (overrides for every job), PY, ONLY (a regex of jobs)
 set -u
 T0=$(date +%s); DEADLINE=${DEADLINE:-470}; MAXJ=${MAXJ:-14}; ACCEL=${ACCEL:-gpu}; EXTRA=${EXTRA:-}; PY=${PY:-python3}
 SCREEN=${SCREEN:-classifier}; VAE_TIME=${VAE_TIME:-00:00:05:30}
@@ -54,6 +54,21 @@ vae_q=(  # name, then overrides on top of: experiment=lstm_vae data=normal_ecg d
   "raw_l32 data.input=raw model.net.latent_dim=32" "raw_l64 data.input=raw model.net.latent_dim=64"
   "raw_l64_lv6 data.input=raw model.net.latent_dim=64 model.net.min_logvar=-6 model.net.init_logvar=-6"
 )
+vae_q2=(  # VAE_SET=2: the output heads, 18 epochs (VAE_EPOCHS=18), without a test (DEADLINE cuts it)
+  "s2_l32 model.net.latent_dim=32" "s2_l32_sc model.net.latent_dim=32 model.net.head=step_conv"
+  "s2_l32_sps5 model.net.latent_dim=32 model.net.samples_per_step=5"
+  "s2_l32_sc_sps5 model.net.latent_dim=32 model.net.head=step_conv model.net.samples_per_step=5"
+  "s2_l32_lv6 model.net.latent_dim=32 model.net.min_logvar=-6 model.net.init_logvar=-6"
+  "s2_l32_sc_lv6 model.net.latent_dim=32 model.net.head=step_conv model.net.min_logvar=-6 model.net.init_logvar=-6"
+  "s2_l64_sc_lv6 model.net.latent_dim=64 model.net.head=step_conv model.net.min_logvar=-6 model.net.init_logvar=-6"
+  "s2_l32_sc_hc32 model.net.latent_dim=32 model.net.head=step_conv model.net.head_channels=32"
+  "s2_l32_k5 model.net.latent_dim=32 model.net.head_kernel=5"
+  "s2_l32_sc_k5 model.net.latent_dim=32 model.net.head=step_conv model.net.head_kernel=5"
+  "s2_raw_l32_sc data.input=raw model.net.latent_dim=32 model.net.head=step_conv"
+  "s2_raw_l32_sc_lv6 data.input=raw model.net.latent_dim=32 model.net.head=step_conv model.net.min_logvar=-6 model.net.init_logvar=-6"
+  "s2_l32_sc_pw3 model.net.latent_dim=32 model.net.head=step_conv loss.peak_weight=3"
+  "s2_l32_sc_b1e-4 model.net.latent_dim=32 model.net.head=step_conv loss.beta.beta_max=1e-4"
+)
 vae() { local name=$1; shift; train vae/$name experiment=lstm_vae data=normal_ecg data.batch_size=64 \
   trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME "$@"; }
 source_vae() { train vae/source experiment=lstm_vae_normal_ecg trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME; }
@@ -67,7 +82,11 @@ jobs_q=(
 )
 for s in 42 123 1; do for m in cnn_lstm cnn_lstm_ln cnn_only gru bilstm cnn_bilstm_seq24 cnn_lstm_meanpool cnn_lstm_seq16 lstm_only residual simple_lstm attention; do
   jobs_q+=("train abl/${m}_s$s data=physionet2017 model=$m seed=$s"); done; done
-if [ "$SCREEN" = vae ]; then mkdir -p "$R/vae"; jobs_q=("source_vae"); for j in "${vae_q[@]}"; do jobs_q+=("vae $j"); done; fi
+if [ "$SCREEN" = vae ]; then
+  mkdir -p "$R/vae"; jobs_q=()
+  if [ "${VAE_SET:-1}" = 2 ]; then for j in "${vae_q2[@]}"; do jobs_q+=("vae $j"); done
+  else jobs_q=("source_vae"); for j in "${vae_q[@]}"; do jobs_q+=("vae $j"); done; fi
+fi
 [ -n "${ONLY:-}" ] && { q=(); for j in "${jobs_q[@]}"; do [[ $j =~ $ONLY ]] && q+=("$j"); done; jobs_q=("${q[@]}"); }
 i=0
 while [ $i -lt ${#jobs_q[@]} ] && [ $(( $(date +%s) - T0 )) -lt $(( DEADLINE - 120 )) ]; do

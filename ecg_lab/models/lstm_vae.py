@@ -56,7 +56,7 @@ def _check_kernels(kernel_sizes: Sequence[int], key: str = "kernel_sizes") -> No
 
 
 READOUTS = ("last", "sequence")
-HEADS = ("linear", "conv")
+HEADS = ("linear", "conv", "step_conv")
 
 
 class MultiScaleConv(nn.Module):
@@ -95,12 +95,26 @@ class StepHead(nn.Linear):
 class ConvHead(nn.Module):
     """Step states → ``features`` per step, held over the step's samples → Conv1d → ReLU → Conv1d;
     translation-equivariant, so a constant state gives a constant output, while the convolutions still
-    place a wave anywhere within a step from where the step boundaries fall in their window."""
+    place a wave anywhere within a step from where the step boundaries fall in their window.
 
-    def __init__(self, hidden: int, channels: int, samples_per_step: int, features: int, kernel: int) -> None:
+    ``within_step=True`` (``head=step_conv``): each step state → ``features`` for every sample of the
+    step (a Linear, as the source's head, but into features), then the same convolutions: a wave can be
+    placed at any sample directly, and the convolutions smooth across step boundaries; no longer
+    equivariant, so a steady state can repeat a pattern every step (``step_artefact_ratio`` measures it).
+    """
+
+    def __init__(
+        self,
+        hidden: int,
+        channels: int,
+        samples_per_step: int,
+        features: int,
+        kernel: int,
+        within_step: bool = False,
+    ) -> None:
         super().__init__()
-        self.samples_per_step = samples_per_step
-        self.project = nn.Linear(hidden, features)
+        self.samples_per_step, self.within_step = samples_per_step, within_step
+        self.project = nn.Linear(hidden, features * (samples_per_step if within_step else 1))
         self.convs = nn.Sequential(
             nn.Conv1d(features, features, kernel, padding=kernel // 2),
             nn.ReLU(),
@@ -109,9 +123,13 @@ class ConvHead(nn.Module):
 
     def forward(self, out: torch.Tensor) -> torch.Tensor:
         """``(batch, steps, hidden)`` → ``(batch, channels, steps * samples_per_step)``."""
-        f = self.project(out).transpose(1, 2)
-        b, features, steps = f.shape
-        f = f.unsqueeze(-1).expand(b, features, steps, self.samples_per_step).reshape(b, features, -1)
+        b, steps, _ = out.shape
+        per = self.samples_per_step
+        if self.within_step:
+            f = self.project(out).view(b, steps, -1, per).permute(0, 2, 1, 3).reshape(b, -1, steps * per)
+        else:
+            f = self.project(out).transpose(1, 2)
+            f = f.unsqueeze(-1).expand(b, f.shape[1], steps, per).reshape(b, f.shape[1], -1)
         return self.convs(f)
 
 
@@ -201,7 +219,14 @@ class LSTMVAE(nn.Module):
         self.to_samples = (
             StepHead(decoder_hidden, in_channels, samples_per_step)
             if head == "linear"
-            else ConvHead(decoder_hidden, in_channels, samples_per_step, head_channels, head_kernel)
+            else ConvHead(
+                decoder_hidden,
+                in_channels,
+                samples_per_step,
+                head_channels,
+                head_kernel,
+                within_step=head == "step_conv",
+            )
         )
 
     def _check_input(self, x: torch.Tensor) -> None:
