@@ -6,7 +6,8 @@ stored in it, on the checkpoint's own split manifest (as ``python -m ecg_lab.eva
 recordings are the ones the window model was tested on. Every train, val and test window is embedded
 once (cached, see :mod:`ecg_lab.classification.aggregator`); an aggregator (config node ``aggregator``)
 is trained on the training recordings' sequences of embeddings and stopped early on the validation
-recordings' official F1 (``fit``). ``test_metrics.json`` holds its recording scores on the test
+recordings' official F1 (``fit``); ``members=K`` trains K of them (seeds ``seed``, ``seed + 1000``, ...)
+and averages their probabilities. ``test_metrics.json`` holds its recording scores on the test
 recordings beside the window model's mean-of-probabilities scores on the same ones (``baseline_*``,
 uncalibrated). ``calibration=prior|thresholds`` also scores both under a calibration fitted on the
 validation recordings (``calibrated_*``, ``baseline_calibrated_*``). ``aggregator.ckpt`` holds its
@@ -40,6 +41,7 @@ from ecg_lab.app.hardware import describe  # noqa: E402
 from ecg_lab.app.outputs import RunOutputs  # noqa: E402
 from ecg_lab.app.task import task_wrapper  # noqa: E402
 from ecg_lab.classification.aggregator import (  # noqa: E402
+    AggregatorEnsemble,
     AttentionAggregator,
     FitResult,
     RecordingSequences,
@@ -57,6 +59,7 @@ from ecg_lab.eval import check_fits_checkpoint, data_config, own_split  # noqa: 
 log = logging.getLogger(__name__)
 
 USAGE = "python -m ecg_lab.aggregate ckpt_path=outputs/.../checkpoints/best-epochNNN.ckpt"
+MEMBER_SEED_STEP = 1000  # member i of members=K trains with seed + 1000 i
 
 
 def window_model(cfg: DictConfig) -> tuple[pl.LightningModule, dict[str, Any], DictConfig]:
@@ -120,7 +123,7 @@ def scored(
 
 
 def scores_on_test(
-    aggregator: AttentionAggregator,
+    aggregator: AttentionAggregator | AggregatorEnsemble,
     seqs: dict[str, RecordingSequences],
     classes: tuple[str, ...],
     calibrator: Calibrator | None,
@@ -144,6 +147,55 @@ def fit_fields(fit: FitResult) -> dict[str, Any]:
     }
 
 
+def members_of(cfg: DictConfig) -> int:
+    """``cfg.members``, checked (before any embedding is computed)."""
+    n = cfg.get("members", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"members={n}: give the number of aggregators to train and average (an int >= 1)")
+    return n
+
+
+def fit_members(
+    cfg: DictConfig, seqs: dict[str, RecordingSequences], classes: tuple[str, ...], settings: Any
+) -> tuple[AttentionAggregator | AggregatorEnsemble, dict[str, Any], dict[str, Any], list[Any]]:
+    """Train ``cfg.members`` aggregators (member 0 on the run's seed, as a single one would be; member i
+    reseeded with ``seed + 1000 i``); the model (the aggregator, or their ensemble), its build node and
+    ``test_metrics.json``'s record of the training (with several members, one entry per member and the
+    ensemble's validation official F1) and each member's epoch history."""
+    n = members_of(cfg)
+    members, fits, seeds = [], [], [cfg.seed + MEMBER_SEED_STEP * i for i in range(n)]
+    for i, seed in enumerate(seeds):
+        if i:
+            pl.seed_everything(seed, workers=True, verbose=False)
+        aggregator, node = build_aggregator(cfg, seqs["train"].embeddings.shape[-1], len(classes))
+        fits.append(fit_aggregator(aggregator, seqs["train"], seqs["val"], classes, settings, seed))
+        members.append(aggregator)
+    histories = [f.history for f in fits]
+    if n == 1:
+        return members[0], node, fit_fields(fits[0]), histories
+    ensemble = AggregatorEnsemble(members)
+    val = seqs["val"]
+    val_preds = ensemble.probabilities(val, settings.batch_size).argmax(1)
+    test_labels = seqs["test"].labels.numpy()
+    record = {
+        "members": n,
+        "best_epoch": None,
+        "epochs": sum(f.epochs for f in fits),  # every member's epochs
+        "best_val_official_f1": recording_scores(val.labels.numpy(), val_preds, classes)["official_f1"],
+        "member_fits": [
+            {
+                "seed": seed,
+                **fit_fields(fit),
+                "official_f1": recording_scores(
+                    test_labels, m.probabilities(seqs["test"], settings.batch_size).argmax(1), classes
+                )["official_f1"],
+            }
+            for seed, fit, m in zip(seeds, fits, members, strict=True)
+        ],
+    }
+    return ensemble, node, record, histories
+
+
 @task_wrapper
 def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Embed, fit the aggregator, test it beside the mean-of-probabilities baseline; write
@@ -151,6 +203,7 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     check_overrides(cfg)
     if not cfg.get("ckpt_path"):
         raise ConfigError(f"ckpt_path is required: {USAGE}")
+    members_of(cfg)
     t0 = time.perf_counter()
     apply_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
@@ -164,8 +217,7 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     windows = embedded_splits(model.net, datamodule, sha256, cfg.paths.cache_dir)
     seqs = {part: RecordingSequences.from_windows(windows[part]) for part in SPLITS}
     t_embed = time.perf_counter() - t0
-    aggregator, node = build_aggregator(cfg, seqs["train"].embeddings.shape[-1], len(classes))
-    fit = fit_aggregator(aggregator, seqs["train"], seqs["val"], classes, settings, cfg.seed)
+    aggregator, node, fit_record, histories = fit_members(cfg, seqs, classes, settings)
     t_fit = time.perf_counter() - t0 - t_embed
     window_ckpt = {"path": str(Path(cfg.ckpt_path).resolve()), "sha256": sha256}
     metrics = {
@@ -182,7 +234,7 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         "n_records": len(seqs["test"]),
         "embedding_dim": int(seqs["test"].embeddings.shape[-1]),
         "n_params": sum(p.numel() for p in aggregator.parameters()),
-        **fit_fields(fit),
+        **fit_record,
         **scores_on_test(aggregator, seqs, classes, calibrator, settings.batch_size),
         "window_calibration": (model.calibration or {}).get("method"),  # not applied to the baseline
         "embed_time_s": round(t_embed, 2),
@@ -192,7 +244,8 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         "hardware": describe("cpu"),  # the aggregator trains on the CPU
     }
     info = {"config": to_container(cfg), "aggregator": node, "classes": list(classes),
-            "window_checkpoint": window_ckpt, "history": fit.history, **fit_fields(fit)}  # fmt: skip
+            "window_checkpoint": window_ckpt, **fit_record,
+            "history": histories[0] if len(histories) == 1 else histories}  # fmt: skip
     if outputs.enabled:
         torch.save(aggregator_checkpoint(aggregator, info), outputs.dir / "aggregator.ckpt")
         plot_confusion_matrix(

@@ -14,6 +14,7 @@ import torch
 from ecg_lab.aggregate import aggregate, set_up_data, window_model
 from ecg_lab.app.checks import check_overrides
 from ecg_lab.classification.aggregator import (
+    AggregatorEnsemble,
     AttentionAggregator,
     RecordingSequences,
     WindowOutputs,
@@ -188,6 +189,35 @@ def test_same_seed_same_results_and_the_embeddings_come_from_the_cache(
     }
     a, b = (torch.load(p / "aggregator.ckpt", weights_only=True)["state_dict"] for p in (agg_run, tmp_path))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_members_average_aggregators_whose_first_is_the_single_one(
+    agg_run: Path, window_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    ckpt = best_checkpoint(window_run)
+    results = aggregated(tmp_path, cache_dir, f"ckpt_path={ckpt}", "members=2")
+    single = json.loads((agg_run / "test_metrics.json").read_text())
+    first, second = results["member_fits"]
+    assert results["members"] == 2 and (first["seed"], second["seed"]) == (42, 1042)
+    assert {k: first[k] for k in ("best_epoch", "epochs", "best_val_official_f1", "official_f1")} == {
+        k: single[k] for k in ("best_epoch", "epochs", "best_val_official_f1", "official_f1")
+    }
+    assert results["epochs"] == first["epochs"] + second["epochs"]
+    assert results["n_params"] == 2 * single["n_params"]
+    model, info = load_aggregator(tmp_path / "aggregator.ckpt")
+    assert isinstance(model, AggregatorEnsemble) and info["members"] == 2
+    a = torch.load(agg_run / "aggregator.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], model.members[0].state_dict()[k]) for k in a)
+    cfg = compose_config("aggregate", [f"ckpt_path={ckpt}"], tmp_path / "again", cache_dir)
+    window, ckpt_dict, stored = window_model(cfg)
+    datamodule, _ = set_up_data(cfg, ckpt_dict, stored)
+    test = RecordingSequences.from_windows(window_outputs(window.net, datamodule.datasets["test"], 16))
+    mean = np.mean([m.probabilities(test, 8) for m in model.members], axis=0)
+    cm = np.zeros((4, 4), dtype=int)
+    np.add.at(cm, (test.labels.numpy(), mean.argmax(1)), 1)
+    assert cm.tolist() == results["record_confusion_matrix"]
+    with pytest.raises(ConfigError, match=r"members=0"):
+        aggregated(tmp_path / "none", cache_dir, f"ckpt_path={ckpt}", "members=0")
 
 
 def test_a_calibration_scores_the_aggregator_and_the_baseline_alike(

@@ -235,6 +235,23 @@ class AttentionAggregator(nn.Module):
             return torch.cat([self(*seqs.batch(chunk)) for chunk in idx.split(batch_size)])
 
 
+class AggregatorEnsemble(nn.Module):
+    """Aggregators of one window model (``python -m ecg_lab.aggregate members=K``): a recording's
+    probabilities are the mean of the members'."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def probabilities(self, seqs: RecordingSequences, batch_size: int) -> np.ndarray:
+        """The mean of the members' softmax probabilities ``(R, classes)``."""
+        return np.mean([m.probabilities(seqs, batch_size) for m in self.members], axis=0)
+
+    def predict(self, seqs: RecordingSequences, batch_size: int) -> torch.Tensor:
+        """Log of the mean probabilities (argmax: the ensemble's decisions)."""
+        return torch.from_numpy(np.log(self.probabilities(seqs, batch_size)))
+
+
 # -- 4. training ------------------------------------------------------------------------------------
 @dataclass
 class FitSettings:
@@ -327,18 +344,25 @@ def fit_aggregator(
 
 
 # -- 5. its checkpoint -------------------------------------------------------------------------------
-def aggregator_checkpoint(model: AttentionAggregator, info: dict[str, Any]) -> dict[str, Any]:
+def aggregator_checkpoint(model: nn.Module, info: dict[str, Any]) -> dict[str, Any]:
     """What ``aggregator.ckpt`` holds: the weights and, under ``ecg_lab``, ``info`` (plain values: the
-    run config, the aggregator's build arguments, the window checkpoint's path and sha256, ...)."""
+    run config, the aggregator's build arguments, the window checkpoint's path and sha256, the number
+    of ``members`` of an ensemble, ...)."""
     return {"state_dict": model.state_dict(), "ecg_lab": info}
 
 
 def load_aggregator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The aggregator saved at ``path`` (eval mode) and what its checkpoint says about it."""
+    """The aggregator (or :class:`AggregatorEnsemble`) saved at ``path``, in eval mode, and what its
+    checkpoint says about it."""
     ckpt = read_checkpoint(path)
     info = ckpt.get("ecg_lab") or {}
     if "aggregator" not in info:
         raise ConfigError(f"{path} holds no aggregator; give the aggregator.ckpt of an ecg_lab.aggregate run")
-    model = instantiate_node(OmegaConf.create(info["aggregator"]))  # its _target_ and build arguments
+
+    def build() -> nn.Module:
+        return instantiate_node(OmegaConf.create(info["aggregator"]))  # its _target_ and build arguments
+
+    members = int(info.get("members", 1))
+    model = build() if members == 1 else AggregatorEnsemble([build() for _ in range(members)])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), info
