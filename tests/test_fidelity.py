@@ -25,6 +25,8 @@ HEART_RATES = (60, 70, 80, 90, 100)
 KEYS = {
     "mse",
     "rpeak_recall",
+    "rpeak_recall_input",
+    "rpeak_recall_detectable",
     "rhythm_plausible",
     "rhythm_plausible_input",
     "r_amplitude_ratio",
@@ -67,10 +69,25 @@ def test_perfect_reconstruction_scores_one() -> None:
     assert set(scores) == KEYS and all(type(v) is float for v in scores.values())
     assert scores["mse"] == 0.0 and scores["rpeak_recall"] == 1.0 and scores["r_amplitude_ratio"] == 1.0
     assert scores["rhythm_plausible"] == 1.0 and scores["rhythm_plausible_input"] == 1.0
+    assert scores["rpeak_recall_input"] == 1.0 and scores["rpeak_recall_detectable"] == 1.0
     assert scores["mmd"] == pytest.approx(0.0, abs=1e-12) and scores["mmd_recon"] == pytest.approx(
         0.0, abs=1e-12
     )
     assert scores["mmd_spectrum"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_peak_the_detector_cannot_see_in_the_window_lowers_only_the_ceiling() -> None:
+    """An input R-peak from the whole record in a window's first 0.05 s (where NeuroKit2 finds none):
+    a perfect reconstruction misses it, so rpeak_recall and its ceiling drop alike, while the recall of
+    the detectable peaks stays 1; a flattened reconstruction scores 0 on all three."""
+    x = ecgs()
+    peaks = [np.concatenate([[3], p]) for p in peaks_of(x)]
+    n = sum(len(p) for p in peaks)
+    scores = fidelity(x, x, x, peaks, FS)
+    assert scores["rpeak_recall"] == scores["rpeak_recall_input"] == pytest.approx(1 - len(x) / n)
+    assert scores["rpeak_recall_detectable"] == 1.0
+    flat = fidelity(x, np.zeros_like(x), x, peaks, FS)
+    assert flat["rpeak_recall"] == flat["rpeak_recall_detectable"] == 0.0 and flat["rpeak_recall_input"] < 1
 
 
 @pytest.mark.parametrize("level", [0.0, 0.7])
