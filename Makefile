@@ -40,13 +40,14 @@ explain: $(STAMP)
 	$(PY) -m ecg_lab.explain $(ARGS)
 
 # issue 13's best recipe for one seed, on the real data (ECG_LAB_DATA): the window model
-# (experiment=physionet2017_best) into $(BEST)/s$(SEED), then the BiGRU aggregator over its windows
-# into $(BEST)/s$(SEED)/aggregate. make best SEED=42 [BEST=runs/best] [ARGS="threads=1"]
+# (experiment=physionet2017_best) into $(BEST)/s$(SEED), then MEMBERS BiGRU aggregators over its windows,
+# averaged, into $(BEST)/s$(SEED)/aggregate. make best SEED=42 [BEST=runs/best] [MEMBERS=5] [ARGS="threads=1"]
 SEED ?= 42
 BEST ?= runs/best
+MEMBERS ?= 5
 best: $(STAMP)
 	$(PY) -m ecg_lab.train experiment=physionet2017_best seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED) $(ARGS)
-	$(PY) -m ecg_lab.aggregate aggregator=bigru seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED)/aggregate $(ARGS) \
+	$(PY) -m ecg_lab.aggregate aggregator=bigru members=$(MEMBERS) seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED)/aggregate $(ARGS) \
 	  ckpt_path="$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["ckpt_path"])' $(BEST)/s$(SEED)/test_metrics.json)"
 
 # the twelve classifier configs of conf/model/ (MODELS), one Hydra multirun
