@@ -68,7 +68,7 @@ def test_active_units_count_the_latent_means_that_vary() -> None:
 
 
 def test_checkpoints_and_early_stopping_follow_the_guarded_loss(tmp_path: Path, cache_dir: Path) -> None:
-    for experiment in ("lstm_vae", "lstm_vae_normal_ecg"):
+    for experiment in ("lstm_vae", "lstm_vae_normal_ecg", "lstm_vae_real"):
         cfg = compose_config("train", [f"experiment={experiment}"], tmp_path, cache_dir)
         assert cfg.model.monitor == "val/guarded_loss"
         assert (
