@@ -97,8 +97,11 @@ while [ "$(jobs -rp | wc -l)" -gt 0 ] && [ $(( $(date +%s) - T0 )) -lt $DEADLINE
 say "deadline or all done; stopping $(pgrep -fc "hydra.run.dir=$R/") jobs"
 pkill -TERM -f "hydra.run.dir=$R/"; sleep 8; pkill -KILL -f "hydra.run.dir=$R/"; sleep 1
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv 2>/dev/null
-if [ "$SCREEN" = vae ]; then  # every run folder, with its best checkpoint (a few MB each)
-  tar czf $OUT/vae.tgz --exclude=last.ckpt --exclude="*.html" -C $R vae warm.log; ls -la $OUT; say "end"; exit 0
+if [ "$SCREEN" = vae ]; then  # every run folder without checkpoints or figures (what comes back is small),
+  tar czf $OUT/vae.tgz --exclude="*.ckpt" --exclude="*.html" --exclude="*.png" -C $R vae warm.log
+  for d in $R/vae/*/; do  # then each best checkpoint as a file of its own (5-25 MB; the largest may not come back)
+    b=$(ls "$d"checkpoints/best-*.ckpt 2>/dev/null | tail -1); [ -n "$b" ] && cp "$b" "$OUT/$(basename "$d").$(basename "$b")"
+  done; ls -la $OUT; say "end"; exit 0
 fi
 for d in best_s43 best_s44 lever_augment lever_records_attention lever_150hz lever_rr best_s42; do  # last.ckpt only to resume
   ex=(); [ -f $R/$d/test_metrics.json ] && ex=(--exclude=last.ckpt)
