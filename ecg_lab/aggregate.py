@@ -25,7 +25,7 @@ if __name__ == "__main__":  # before torch loads (console scripts go through ecg
 import logging  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
@@ -155,9 +155,19 @@ def members_of(cfg: DictConfig) -> int:
     return n
 
 
+class FittedMembers(NamedTuple):
+    """:func:`fit_members`' result: the aggregator (or the ensemble), the node that rebuilds one member,
+    ``test_metrics.json``'s record of the training and each member's epoch history."""
+
+    model: AttentionAggregator | AggregatorEnsemble
+    node: dict[str, Any]
+    record: dict[str, Any]
+    histories: list[Any]
+
+
 def fit_members(
     cfg: DictConfig, seqs: dict[str, RecordingSequences], classes: tuple[str, ...], settings: Any
-) -> tuple[AttentionAggregator | AggregatorEnsemble, dict[str, Any], dict[str, Any], list[Any]]:
+) -> FittedMembers:
     """Train ``cfg.members`` aggregators (member 0 on the run's seed, as a single one would be; member i
     reseeded with ``seed + 1000 i``); the model (the aggregator, or their ensemble), its build node and
     ``test_metrics.json``'s record of the training (with several members, one entry per member and the
@@ -172,7 +182,7 @@ def fit_members(
         members.append(aggregator)
     histories = [f.history for f in fits]
     if n == 1:
-        return members[0], node, fit_fields(fits[0]), histories
+        return FittedMembers(members[0], node, fit_fields(fits[0]), histories)
     ensemble = AggregatorEnsemble(members)
     val = seqs["val"]
     val_preds = ensemble.probabilities(val, settings.batch_size).argmax(1)
@@ -193,7 +203,7 @@ def fit_members(
             for seed, fit, m in zip(seeds, fits, members, strict=True)
         ],
     }
-    return ensemble, node, record, histories
+    return FittedMembers(ensemble, node, record, histories)
 
 
 @task_wrapper
@@ -217,7 +227,8 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     windows = embedded_splits(model.net, datamodule, sha256, cfg.paths.cache_dir)
     seqs = {part: RecordingSequences.from_windows(windows[part]) for part in SPLITS}
     t_embed = time.perf_counter() - t0
-    aggregator, node, fit_record, histories = fit_members(cfg, seqs, classes, settings)
+    fitted = fit_members(cfg, seqs, classes, settings)
+    aggregator = fitted.model
     t_fit = time.perf_counter() - t0 - t_embed
     window_ckpt = {"path": str(Path(cfg.ckpt_path).resolve()), "sha256": sha256}
     metrics = {
@@ -234,7 +245,7 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         "n_records": len(seqs["test"]),
         "embedding_dim": int(seqs["test"].embeddings.shape[-1]),
         "n_params": sum(p.numel() for p in aggregator.parameters()),
-        **fit_record,
+        **fitted.record,
         **scores_on_test(aggregator, seqs, classes, calibrator, settings.batch_size),
         "window_calibration": (model.calibration or {}).get("method"),  # not applied to the baseline
         "embed_time_s": round(t_embed, 2),
@@ -243,8 +254,9 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - t0, 2),
         "hardware": describe("cpu"),  # the aggregator trains on the CPU
     }
-    info = {"config": to_container(cfg), "aggregator": node, "classes": list(classes),
-            "window_checkpoint": window_ckpt, **fit_record,
+    histories = fitted.histories
+    info = {"config": to_container(cfg), "aggregator": fitted.node, "classes": list(classes),
+            "window_checkpoint": window_ckpt, **fitted.record,
             "history": histories[0] if len(histories) == 1 else histories}  # fmt: skip
     if outputs.enabled:
         torch.save(aggregator_checkpoint(aggregator, info), outputs.dir / "aggregator.ckpt")

@@ -30,7 +30,9 @@ def scores(labels: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> d
     return {"official_f1": round(float(s["official_f1"]), 4), "F1_O": round(float(s["F1_O"]), 4)}
 
 
-def test_probabilities(run: Path, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+def probabilities_on_test(
+    run: Path, cache_dir: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Test labels, record indices, the run's test probabilities and its classes."""
     model, info = load_aggregator(run / "aggregator.ckpt")
     overrides = [f"ckpt_path={info['window_checkpoint']['path']}"]
@@ -55,7 +57,7 @@ def main() -> None:
     torch.set_num_threads(1)
     probs, first = [], None
     for run in args.runs:
-        labels, records, p, classes = test_probabilities(run, args.cache_dir)
+        labels, records, p, classes = probabilities_on_test(run, args.cache_dir)
         if first is not None and not np.array_equal(first, records):
             raise SystemExit(f"{run} scored other test recordings than {args.runs[0]}: not one split")
         first = records

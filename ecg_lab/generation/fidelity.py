@@ -218,11 +218,10 @@ def step_artefact_ratio(
     of these ratios. About 1 or less: no more stepping than real ECGs show."""
     freqs, p_real = welch_spectra(real, fs)
     p_gen = welch_spectra(generated, fs)[1]
-    ratios = []
+    ratios, floor = [], np.finfo(np.float64).tiny
     for k in range(1, int(fs / 2 // step_hz) + 1):
         band = np.abs(freqs - k * step_hz) <= half_width_hz
         if k * step_hz + half_width_hz < fs / 2 and band.any():
-            floor = np.finfo(np.float64).tiny
             ratios.append(float(p_gen[:, band].mean() / max(float(p_real[:, band].mean()), floor)))
     if not ratios:
         raise ValueError(f"no harmonic of step_hz={step_hz} lies below the Nyquist frequency of fs={fs}")

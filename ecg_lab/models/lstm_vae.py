@@ -77,6 +77,14 @@ class MultiScaleConv(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
+def steps_to_samples(y: torch.Tensor, samples_per_step: int) -> torch.Tensor:
+    """Per-step outputs ``(batch, steps, channels * samples_per_step)``, channel-major, laid out in time:
+    ``(batch, channels, steps * samples_per_step)``."""
+    b, steps, _ = y.shape
+    y = y.view(b, steps, -1, samples_per_step).permute(0, 2, 1, 3)
+    return y.reshape(b, y.shape[1], steps * samples_per_step)
+
+
 class StepHead(nn.Linear):
     """The source's output layer: one Linear per decoder step → ``samples_per_step`` samples per channel
     (a Linear itself, so checkpoints of the source's layout load unchanged)."""
@@ -87,9 +95,7 @@ class StepHead(nn.Linear):
 
     def forward(self, out: torch.Tensor) -> torch.Tensor:
         """``(batch, steps, hidden)`` → ``(batch, channels, steps * samples_per_step)``."""
-        b, steps, _ = out.shape
-        y = super().forward(out).view(b, steps, self.channels, self.samples_per_step)
-        return y.permute(0, 2, 1, 3).reshape(b, self.channels, steps * self.samples_per_step)
+        return steps_to_samples(super().forward(out), self.samples_per_step)
 
 
 class ConvHead(nn.Module):
@@ -123,13 +129,11 @@ class ConvHead(nn.Module):
 
     def forward(self, out: torch.Tensor) -> torch.Tensor:
         """``(batch, steps, hidden)`` → ``(batch, channels, steps * samples_per_step)``."""
-        b, steps, _ = out.shape
-        per = self.samples_per_step
-        if self.within_step:
-            f = self.project(out).view(b, steps, -1, per).permute(0, 2, 1, 3).reshape(b, -1, steps * per)
+        f = self.project(out)
+        if not self.within_step:  # one feature vector per step, held over its samples
+            f = f.repeat_interleave(self.samples_per_step, dim=1).transpose(1, 2)
         else:
-            f = self.project(out).transpose(1, 2)
-            f = f.unsqueeze(-1).expand(b, f.shape[1], steps, per).reshape(b, f.shape[1], -1)
+            f = steps_to_samples(f, self.samples_per_step)
         return self.convs(f)
 
 
