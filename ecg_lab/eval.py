@@ -8,6 +8,9 @@ record of a dataset instead. A calibration the checkpoint holds (fitted by train
 and without it. ``calibration=prior|thresholds`` fits one on the validation recordings of the
 checkpoint's own split instead (the checkpoint stays as it is), also for an ensemble.
 
+Single model keys change the stored model rather than replace it, e.g.
+``+model.fidelity.feature_ckpt=clf.ckpt`` scores a generator's Fréchet distance on that classifier's features.
+
 ``ckpt_path=[a.ckpt,b.ckpt]`` tests an ensemble: each member rebuilt from its own config, their window
 probabilities averaged (:mod:`ecg_lab.classification.ensemble`, which says what members must share).
 """
@@ -26,6 +29,7 @@ from typing import Any  # noqa: E402
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from omegaconf.errors import ConfigKeyError  # noqa: E402
 
 from ecg_lab.app.checkpoints import (  # noqa: E402
     checkpoint_paths,
@@ -105,9 +109,42 @@ def check_fits_checkpoint(
         warn_if_signals_differ(cfg.data, stored.data)
 
 
-def load_members(cfg: DictConfig) -> list[Member]:
-    """Every checkpoint ``ckpt_path`` names (one, or an ensemble's members), loaded."""
-    return [Member(path, *load_checkpoint(path)) for path in checkpoint_paths(cfg.ckpt_path)]
+def load_members(cfg: DictConfig, model_keys: DictConfig | None = None) -> list[Member]:
+    """Every checkpoint ``ckpt_path`` names (one, or an ensemble's members), loaded, with ``model_keys``
+    (:func:`pop_model_keys`) set on each one's stored model."""
+    members = [Member(path, *load_checkpoint(path)) for path in checkpoint_paths(cfg.ckpt_path)]
+    if model_keys is None:
+        return members
+    return [Member(m.path, m.ckpt, with_model_keys(m.stored, model_keys, m.path)) for m in members]
+
+
+def pop_model_keys(cfg: DictConfig) -> DictConfig | None:
+    """Single model keys given on the command line (``+model.fidelity.feature_ckpt=...``: a ``model``
+    node without ``_target_``), taken out of ``cfg``; None when ``model`` is absent or a whole config."""
+    keys = cfg.get("model")
+    if keys is None or "_target_" in keys:
+        return None
+    with open_dict(cfg):
+        cfg.model = None
+    return keys
+
+
+def with_model_keys(stored: DictConfig, keys: DictConfig, ckpt_path: str) -> DictConfig:
+    """``stored`` with ``keys`` set on its model; ConfigError naming a key its model has not."""
+    model = stored.model.copy()
+    OmegaConf.set_struct(model, True)
+    try:
+        model = OmegaConf.merge(model, keys)
+    except ConfigKeyError as error:
+        key = error.full_key if error.full_key.startswith("model.") else f"model.{error.full_key}"
+        raise ConfigError(
+            f"+{key}: the model stored in {ckpt_path} has no such key; set one of its model keys (its "
+            "run folder's .hydra/config.yaml lists them), or give a whole model (model=NAME)"
+        ) from None
+    updated = stored.copy()
+    with open_dict(updated):
+        updated.model = model
+    return updated
 
 
 def check_ensemble(members: list[Member], data_cfg: DictConfig) -> None:
@@ -149,6 +186,7 @@ def checkpoint_fields(members: list[Member]) -> dict[str, Any]:
 @task_wrapper
 def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
     """Test the checkpoint on the configured data and write ``test_metrics.json`` and plots."""
+    model_keys = pop_model_keys(cfg)
     check_overrides(cfg, ensemble=True)
     if not cfg.get("ckpt_path"):
         raise ConfigError(
@@ -156,7 +194,7 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         )
     apply_threads(cfg.get("threads"))
     report = report_settings(cfg.get("report"))
-    members = load_members(cfg)
+    members = load_members(cfg, model_keys)
     first = members[0]
     data_cfg = data_config(cfg, first.stored)
     if len(members) > 1:

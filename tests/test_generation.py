@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from ecg_lab.analyze import analyze
 from ecg_lab.app.checkpoints import load_checkpoint, model_from_checkpoint
 from ecg_lab.app.checks import check_task_config
+from ecg_lab.errors import ConfigError, MissingFileError
 from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
 from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
@@ -175,6 +176,27 @@ def test_eval_and_generate_from_the_checkpoint(trained: Path, tmp_path: Path, ca
         signals[2, 0], rel=1e-4
     )
     assert (tmp_path / "gen" / "generated.png").is_file()
+
+
+def test_eval_sets_single_model_keys_on_the_stored_model(
+    trained: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    ckpt = next((trained / "checkpoints").glob("best-*.ckpt"))
+    base = [f"ckpt_path={ckpt}", "trainer=cpu"]
+    trained_results = json.loads((trained / "test_metrics.json").read_text())
+    cfg = compose_config("eval", [*base, "+model.fidelity.n_generated=5"], tmp_path / "n5", cache_dir)
+    results = evaluate(cfg)  # the rest of the stored model stays: the same network and reconstructions
+    assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
+    tested = json.loads((tmp_path / "n5" / "test_metrics.json").read_text())
+    assert (trained_results["n_generated"], tested["n_generated"]) == (8, 5)
+    assert tested["sampler"] == trained_results["sampler"]
+    feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
+    cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
+    with pytest.raises(MissingFileError, match=r"^model\.fidelity\.feature_ckpt=.*no such checkpoint"):
+        evaluate(cfg)
+    cfg = compose_config("eval", [*base, "+model.fidelity.feature_ckp=x"], tmp_path / "typo", cache_dir)
+    with pytest.raises(ConfigError, match=r"^\+model\.fidelity\.feature_ckp: the model stored in .*no such"):
+        evaluate(cfg)
 
 
 def test_generate_rejects_a_classifier_checkpoint(tmp_path: Path, cache_dir: Path) -> None:
