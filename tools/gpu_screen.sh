@@ -43,7 +43,7 @@ best() {  # make best's two stages
   $PY -m ecg_lab.aggregate aggregator=bigru seed=$s threads=${AGG_THREADS:-4} hydra.run.dir=$R/best_s$s/aggregate ckpt_path=$ck > $R/best_s$s.agg.log 2>&1
   say "done best_s$s aggregate rc=$?"
 }
-vae_q=(  # name, then overrides on top of: experiment=lstm_vae data=normal_ecg data.batch_size=64
+vae_q=(  # name, then overrides on top of: experiment=lstm_vae data=normal_ecg data.batch_size=64 (floor -4)
   "l16" "l32 model.net.latent_dim=32" "l64 model.net.latent_dim=64" "l128 model.net.latent_dim=128"
   "l64_lv6 model.net.latent_dim=64 model.net.min_logvar=-6 model.net.init_logvar=-6"
   "l64_lvnone model.net.latent_dim=64 model.net.min_logvar=null model.net.init_logvar=-6"
@@ -69,8 +69,9 @@ vae_q2=(  # VAE_SET=2: the output heads, 18 epochs (VAE_EPOCHS=18), without a te
   "s2_l32_sc_pw3 model.net.latent_dim=32 model.net.head=step_conv loss.peak_weight=3"
   "s2_l32_sc_b1e-4 model.net.latent_dim=32 model.net.head=step_conv loss.beta.beta_max=1e-4"
 )
+# the floor experiment=lstm_vae had when the screens ran (-4; a job's own min_logvar comes later and wins)
 vae() { local name=$1; shift; train vae/$name experiment=lstm_vae data=normal_ecg data.batch_size=64 \
-  trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME "$@"; }
+  model.net.min_logvar=-4 model.net.init_logvar=-4 trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME "$@"; }
 source_vae() { train vae/source experiment=lstm_vae_normal_ecg trainer.max_epochs=${VAE_EPOCHS:-40} +trainer.max_time=$VAE_TIME; }
 jobs_q=(
   "best 43" "best 44"
