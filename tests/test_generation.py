@@ -189,7 +189,11 @@ def test_eval_sets_single_model_keys_on_the_stored_model(
     assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
     tested = json.loads((tmp_path / "n5" / "test_metrics.json").read_text())
     assert (trained_results["n_generated"], tested["n_generated"]) == (8, 5)
-    assert tested["sampler"] == trained_results["sampler"]
+    assert tested["sampler"] == trained_results["sampler"] == "gmm, 10 components"
+    cfg = compose_config("eval", [*base, "+model.sampler.kind=prior"], tmp_path / "prior", cache_dir)
+    results = evaluate(cfg)  # the checkpoint's mixture is left out: samples come from N(0, I)
+    assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
+    assert json.loads((tmp_path / "prior" / "test_metrics.json").read_text())["sampler"] == "prior"
     feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
     cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
     with pytest.raises(MissingFileError, match=r"^model\.fidelity\.feature_ckpt=.*no such checkpoint"):

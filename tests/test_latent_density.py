@@ -1,7 +1,10 @@
 """The gmm sampler's latent mixture (ex-post density estimation) and the memorisation check: known answers
-on drawn data, the edge runtime's NumPy draw from the exported mixture, and clear errors."""
+on drawn data, the edge runtime's NumPy draw from the exported mixture, weights that load across
+samplers, and clear errors."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ import torch
 from ecg_lab.edge.runtime import latents
 from ecg_lab.generation.fidelity import nearest_train_ratio
 from ecg_lab.generation.latent_density import LatentDensity, SamplerSettings
+from ecg_lab.generation.module import ECGGenerator
+from ecg_lab.models.lstm_vae import LSTMVAE
 
 CENTRES = np.array([[4.0, 0.0, 0.0], [-4.0, 2.0, 0.0]])
 
@@ -68,3 +73,23 @@ def test_nearest_train_ratio_tells_copies_from_new_signals() -> None:
     assert 0.8 < nearest_train_ratio(new, held_out, train) < 1.25  # as far as held-out windows are
     copies = train[:100] + 0.01 * rng.standard_normal((100, 500))
     assert nearest_train_ratio(copies, held_out, train) < 0.1  # copies of training windows
+
+
+def generator(kind: str) -> ECGGenerator:
+    net = LSTMVAE(seq_len=200, latent_dim=3, conv_channels=4, encoder_hidden=16, decoder_hidden=16)
+    return ECGGenerator(net, functools.partial(torch.optim.Adam, lr=1e-3), sampler={"kind": kind})
+
+
+def test_weights_load_across_samplers() -> None:
+    fitted = generator("gmm")
+    fitted.latent_density.fit(two_clusters(200), seed=0)
+    as_prior = generator("prior")
+    as_prior.load_state_dict(fitted.state_dict())  # the mixture is left out, the network loads
+    assert as_prior.latent_density is None
+    for name, value in as_prior.net.state_dict().items():
+        assert torch.equal(value, fitted.net.state_dict()[name]), name
+    as_gmm = generator("gmm")
+    as_gmm.load_state_dict(as_prior.state_dict())  # no mixture stored: it stays unfitted (fitted at test)
+    assert not bool(as_gmm.latent_density.fitted)
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # other keys are still checked
+        as_gmm.load_state_dict({**fitted.state_dict(), "stray.weight": torch.zeros(1)})

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,6 +328,20 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
             f"the VAE ended training collapsed: its last {len(trailing)} validation epoch(s), "
             f"{first}-{last}, were collapsed; at epoch {last}: {'; '.join(reasons)}; {REMEDY}"
         )
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Weights load across samplers (``+model.sampler.kind=...`` at evaluation): a ``gmm`` checkpoint
+        into a ``prior`` model leaves its mixture out; a ``prior`` one into a ``gmm`` model keeps the
+        mixture unfitted, fitted to the training windows at test (with a warning)."""
+        prefix = "latent_density."
+        if self.latent_density is None:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        elif not any(k.startswith(prefix) for k in state_dict):
+            own = {prefix + k: v for k, v in self.latent_density.state_dict().items()}
+            state_dict = {**state_dict, **own}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         epoch = checkpoint.get("epoch")
