@@ -194,6 +194,19 @@ def test_eval_sets_single_model_keys_on_the_stored_model(
     results = evaluate(cfg)  # the checkpoint's mixture is left out: samples come from N(0, I)
     assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
     assert json.loads((tmp_path / "prior" / "test_metrics.json").read_text())["sampler"] == "prior"
+    # a checkpoint without a mixture (a prior-trained one, here the same weights without it) under gmm:
+    # the mixture is fitted to the training windows at test, and the run says so
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["state_dict"] = {
+        k: v for k, v in state["state_dict"].items() if not k.startswith("latent_density.")
+    }
+    torch.save(state, tmp_path / "no_mixture.ckpt")
+    cfg = compose_config(
+        "eval", [f"ckpt_path={tmp_path / 'no_mixture.ckpt'}", "trainer=cpu"], tmp_path / "g", cache_dir
+    )
+    assert evaluate(cfg)["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
+    status = json.loads((tmp_path / "g" / "run_status.json").read_text())
+    assert any("no fitted latent mixture" in w for w in status.get("warnings", [])), status
     feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
     cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
     with pytest.raises(MissingFileError, match=r"^model\.fidelity\.feature_ckpt=.*no such checkpoint"):
