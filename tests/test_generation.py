@@ -190,9 +190,21 @@ def test_eval_sets_single_model_keys_on_the_stored_model(
     tested = json.loads((tmp_path / "n5" / "test_metrics.json").read_text())
     assert (trained_results["n_generated"], tested["n_generated"]) == (8, 5)
     assert tested["sampler"] == trained_results["sampler"] == "gmm, 10 components"
-    cfg = compose_config("eval", [*base, "+model.sampler.kind=prior"], tmp_path / "prior", cache_dir)
-    results = evaluate(cfg)  # the checkpoint's mixture is left out: samples come from N(0, I)
-    assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
+    feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
+    cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
+    with pytest.raises(MissingFileError, match=r"^model\.fidelity\.feature_ckpt=.*no such checkpoint"):
+        evaluate(cfg)
+    cfg = compose_config("eval", [*base, "+model.fidelity.feature_ckp=x"], tmp_path / "typo", cache_dir)
+    with pytest.raises(ConfigError, match=r"^\+model\.fidelity\.feature_ckp: the model stored in .*no such"):
+        evaluate(cfg)
+
+
+def test_eval_under_the_other_sampler(trained: Path, tmp_path: Path, cache_dir: Path) -> None:
+    ckpt = next((trained / "checkpoints").glob("best-*.ckpt"))
+    trained_results = json.loads((trained / "test_metrics.json").read_text())
+    overrides = [f"ckpt_path={ckpt}", "trainer=cpu", "+model.sampler.kind=prior"]
+    results = evaluate(compose_config("eval", overrides, tmp_path / "prior", cache_dir))
+    assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)  # the same network
     assert json.loads((tmp_path / "prior" / "test_metrics.json").read_text())["sampler"] == "prior"
     # a checkpoint without a mixture (a prior-trained one, here the same weights without it) under gmm:
     # the mixture is fitted to the training windows at test, and the run says so
@@ -201,19 +213,13 @@ def test_eval_sets_single_model_keys_on_the_stored_model(
         k: v for k, v in state["state_dict"].items() if not k.startswith("latent_density.")
     }
     torch.save(state, tmp_path / "no_mixture.ckpt")
-    cfg = compose_config(
-        "eval", [f"ckpt_path={tmp_path / 'no_mixture.ckpt'}", "trainer=cpu"], tmp_path / "g", cache_dir
+    overrides = [f"ckpt_path={tmp_path / 'no_mixture.ckpt'}", "trainer=cpu"]
+    assert evaluate(compose_config("eval", overrides, tmp_path / "g", cache_dir))["mse"] == pytest.approx(
+        trained_results["mse"], rel=1e-4
     )
-    assert evaluate(cfg)["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
     status = json.loads((tmp_path / "g" / "run_status.json").read_text())
     assert any("no fitted latent mixture" in w for w in status.get("warnings", [])), status
-    feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
-    cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
-    with pytest.raises(MissingFileError, match=r"^model\.fidelity\.feature_ckpt=.*no such checkpoint"):
-        evaluate(cfg)
-    cfg = compose_config("eval", [*base, "+model.fidelity.feature_ckp=x"], tmp_path / "typo", cache_dir)
-    with pytest.raises(ConfigError, match=r"^\+model\.fidelity\.feature_ckp: the model stored in .*no such"):
-        evaluate(cfg)
+    assert json.loads((tmp_path / "g" / "test_metrics.json").read_text())["sampler"] == "gmm, 10 components"
 
 
 def test_generate_rejects_a_classifier_checkpoint(tmp_path: Path, cache_dir: Path) -> None:
