@@ -3,9 +3,10 @@
     python tools/frechet_reference.py VAE_CKPT FEATURE_CKPT [--n 256] [--draws 5] [--cache-dir DIR]
 
 The test scores all test windows against ``n`` generated samples; here ``n`` real windows of the
-checkpoint's validation split (other records, same sources; its stored data config) take the generated
-samples' place, drawn ``draws`` times (seeds 0, 1, ...). With features of 128 dimensions and a few hundred
-samples the distance is not 0 even for real windows: this is the floor a generator is read against.
+checkpoint's own validation split (other records, same sources; the data config and split stored in the
+checkpoint) take the generated samples' place, drawn ``draws`` times (seeds 0, 1, ...). With features of
+128 dimensions and a few hundred samples the distance is not 0 even for real windows: this is the floor a
+generator is read against.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from ecg_lab.app.checkpoints import load_checkpoint
 from ecg_lab.app.config import register_resolvers
+from ecg_lab.eval import own_split
 from ecg_lab.generation.frechet import frechet_distance, load_features
 
 
@@ -31,10 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     register_resolvers()
-    cfg = load_checkpoint(args.ckpt)[1]
+    ckpt, cfg = load_checkpoint(args.ckpt)
     if args.cache_dir:
         cfg.data.cache_dir = args.cache_dir
     dm = hydra.utils.instantiate(cfg.data)
+    own_split(dm, ckpt, args.ckpt, cfg.data)  # the split stored in the checkpoint, not split again
     dm.prepare_data()
     dm.setup()
     features = load_features(args.feature_ckpt, float(cfg.data.fs))

@@ -2,9 +2,9 @@
 
     python tools/latent_mixture_sizes.py CKPT [--components 5 10 20 40] [--n 256]
 
-Fits each density to the posterior means of the checkpoint's training windows (its stored data config),
-decodes ``n`` samples (seed 0) and prints ``rhythm_plausible`` for N(0, I), a full Gaussian and mixtures
-of the given sizes.
+Fits each density to the posterior means of the checkpoint's training windows (the data config and split
+stored in it), decodes ``n`` samples (seed 0) and prints ``rhythm_plausible`` for N(0, I), a full Gaussian
+and mixtures of the given sizes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import hydra
 import numpy as np
 import torch
 
-from ecg_lab.app.checkpoints import model_from_checkpoint
+from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded
 from ecg_lab.app.config import register_resolvers
+from ecg_lab.eval import own_split
 from ecg_lab.generation.fidelity import plausible_rhythm_share
 from ecg_lab.generation.latent_density import LatentDensity
 
@@ -29,8 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     register_resolvers()
-    model, cfg = model_from_checkpoint(args.ckpt)
+    ckpt, cfg = load_checkpoint(args.ckpt)
+    model = model_from_loaded(ckpt, cfg)
     dm = hydra.utils.instantiate(cfg.data)
+    own_split(dm, ckpt, args.ckpt, cfg.data)  # the split stored in the checkpoint, not split again
     dm.prepare_data()
     dm.setup()
     codes = model.encode_means(dm.datasets["train"].windows.x)
