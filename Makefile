@@ -13,7 +13,7 @@ MODEL ?= cnn_lstm
 SEEDS ?= 42,123,1
 RUNS ?= multirun
 
-.PHONY: venv train eval aggregate explain best test test-slow test-all lint bench clean ablation seeds report pi-export
+.PHONY: venv train eval aggregate explain best best-ensemble test test-slow test-all lint bench clean ablation seeds report pi-export
 
 venv: $(STAMP)
 
@@ -49,6 +49,17 @@ best: $(STAMP)
 	$(PY) -m ecg_lab.train experiment=physionet2017_best seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED) $(ARGS)
 	$(PY) -m ecg_lab.aggregate aggregator=bigru members=$(MEMBERS) seed=$(SEED) hydra.run.dir=$(BEST)/s$(SEED)/aggregate $(ARGS) \
 	  ckpt_path="$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["ckpt_path"])' $(BEST)/s$(SEED)/test_metrics.json)"
+
+# issue 13's ensemble recipe for one seed: make best for SEED, SEED+1 and SEED+2, then their three
+# aggregate runs tested as one ensemble (ecg_lab.eval of their aggregator.ckpt files, probabilities
+# averaged) into $(BEST)/ensemble_s$(SEED). make best-ensemble SEED=45 [BEST=runs/best] [ARGS="threads=1"]
+ENSEMBLE_SEEDS = $(SEED) $(shell echo $$(($(SEED)+1)) $$(($(SEED)+2)))
+COMMA := ,
+SPACE := $(subst ,, )
+best-ensemble: $(STAMP)
+	for s in $(ENSEMBLE_SEEDS); do $(MAKE) --no-print-directory best SEED=$$s || exit 1; done
+	$(PY) -m ecg_lab.eval hydra.run.dir=$(BEST)/ensemble_s$(SEED) $(ARGS) \
+	  "ckpt_path=[$(subst $(SPACE),$(COMMA),$(foreach s,$(ENSEMBLE_SEEDS),$(BEST)/s$(s)/aggregate/aggregator.ckpt))]"
 
 # the twelve classifier configs of conf/model/ (MODELS), one Hydra multirun
 ablation: $(STAMP)

@@ -31,7 +31,7 @@ import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from ecg_lab.app.checkpoints import load_checkpoint, model_from_loaded  # noqa: E402
 from ecg_lab.app.checks import check_overrides, task_of  # noqa: E402
@@ -48,12 +48,13 @@ from ecg_lab.classification.aggregator import (  # noqa: E402
     aggregator_checkpoint,
     embedded_splits,
     fit_aggregator,
+    load_aggregator,
 )
 from ecg_lab.classification.calibration import Calibrator, build_calibrator, recording_scores  # noqa: E402
 from ecg_lab.classification.figures import plot_confusion_matrix  # noqa: E402
 from ecg_lab.data.splits import SPLITS  # noqa: E402
 from ecg_lab.edge.runtime import calibrated, sha256_file  # noqa: E402
-from ecg_lab.errors import ConfigError  # noqa: E402
+from ecg_lab.errors import ConfigError, MissingFileError  # noqa: E402
 from ecg_lab.eval import check_fits_checkpoint, data_config, own_split  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,133 @@ def aggregate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         metrics["baseline_official_f1"],
         metrics["n_records"],
     )
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+# -- testing finished aggregators (python -m ecg_lab.eval ckpt_path=<run>/aggregator.ckpt) --------------
+class AggregatorOnTest(NamedTuple):
+    """One ``aggregator.ckpt``'s probabilities of its window model's own validation and test recordings."""
+
+    path: str
+    probs: dict[str, np.ndarray]
+    seqs: dict[str, RecordingSequences]
+    classes: tuple[str, ...]
+    datamodule: Any
+    info: dict[str, Any]  # what aggregator.ckpt says about itself
+    model_name: str | None  # the window model's
+    n_params: int  # the window model's and the aggregator's (all its members')
+
+
+def aggregator_on_test(cfg: DictConfig, path: str) -> AggregatorOnTest:
+    """Reload the aggregator (or aggregator ensemble) at ``path`` and its window model, which must be
+    the very file it was trained on (same SHA-256), and score the window model's own validation and
+    test recordings (embeddings from the cache under ``cfg.paths.cache_dir``, computed if missing)."""
+    aggregator, info = load_aggregator(path)
+    window = info["window_checkpoint"]
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.ckpt_path = window["path"]
+    if not Path(window["path"]).is_file():
+        raise MissingFileError(
+            f"{path} was trained on the window checkpoint {window['path']}, which is not there; put it "
+            "back, or rerun python -m ecg_lab.aggregate on the window checkpoint you have"
+        )
+    if sha256_file(window["path"]) != window["sha256"]:
+        raise ConfigError(
+            f"{path} was trained on the window checkpoint {window['path']}, which has changed since "
+            "(another SHA-256); rerun python -m ecg_lab.aggregate on it"
+        )
+    model, ckpt, stored = window_model(run_cfg)
+    datamodule, _ = set_up_data(run_cfg, ckpt, stored)
+    windows = embedded_splits(model.net, datamodule, window["sha256"], cfg.paths.cache_dir)
+    seqs = {part: RecordingSequences.from_windows(windows[part]) for part in ("val", "test")}
+    batch_size = int(info["config"]["fit"]["batch_size"])
+    probs = {part: aggregator.probabilities(seqs[part], batch_size) for part in seqs}
+    n_params = sum(p.numel() for net in (model, aggregator) for p in net.parameters())
+    classes = tuple(info["classes"])
+    return AggregatorOnTest(path, probs, seqs, classes, datamodule, info, stored.get("model_name"), n_params)
+
+
+def check_one_split(runs: list[AggregatorOnTest]) -> None:
+    """ConfigError unless every run scored the same validation and test recordings with the same classes
+    (window models of one split, e.g. the seeds of a recipe)."""
+    first = runs[0]
+    for run in runs[1:]:
+        same = run.classes == first.classes and all(
+            np.array_equal(run.seqs[p].records, first.seqs[p].records)
+            and torch.equal(run.seqs[p].labels, first.seqs[p].labels)
+            for p in first.seqs
+        )
+        if not same:
+            raise ConfigError(
+                f"ckpt_path member {run.path} scores other recordings or classes than {first.path}: an "
+                "ensemble of aggregators needs window models of one split (e.g. the seeds of a recipe)"
+            )
+
+
+def as_eval_reports(scores: dict[str, Any]) -> dict[str, Any]:
+    """:func:`scored`'s result as ``ecg_lab.eval`` reports a calibrated classifier: the scores under the
+    calibration under the plain names, the others with ``_uncalibrated`` appended."""
+    if "calibration" not in scores:
+        return scores
+    out = {"calibration": scores["calibration"]}
+    for key, value in scores.items():
+        if key.startswith("calibrated_"):
+            out[key.removeprefix("calibrated_")] = value
+        elif key != "calibration":
+            out[f"{key}_uncalibrated"] = value
+    return out
+
+
+def evaluate_aggregators(cfg: DictConfig, outputs: RunOutputs, paths: list[str]) -> dict[str, Any]:
+    """``ecg_lab.eval`` of ``aggregator.ckpt`` files: each one's test probabilities
+    (:func:`aggregator_on_test`), averaged over the list; ``calibration=prior|thresholds`` is fitted on
+    the averaged validation probabilities. Writes ``test_metrics.json`` (recording scores, each
+    member's official F1) and the confusion matrix; returns its numbers."""
+    t0 = time.perf_counter()
+    if cfg.get("data") is not None and cfg.data.get("split") == "all":
+        raise ConfigError(
+            "data.split=all: an aggregator is tested on its window model's own test recordings (the "
+            "others trained or stopped it); drop data.split"
+        )
+    runs = [aggregator_on_test(cfg, path) for path in paths]
+    check_one_split(runs)
+    first = runs[0]
+    outputs.data_files(first.datamodule)
+    probs = {part: np.mean([run.probs[part] for run in runs], axis=0) for part in first.probs}
+    calibrator = instantiate_node(cfg.calibration) if cfg.get("calibration") else None  # aggregators classify
+    scores = as_eval_reports(scored(probs, first.seqs, first.classes, calibrator))
+    test_labels = first.seqs["test"].labels.numpy()
+    metrics = {
+        "task_name": cfg.task_name,
+        "ckpt_path": str(Path(paths[0]).resolve()) if len(paths) == 1 else None,
+        "ckpt_paths": [str(Path(p).resolve()) for p in paths],
+        "ensemble_size": len(paths),
+        "aggregators": True,  # each member an ecg_lab.aggregate run (ecg_lab.report names the row after it)
+        "model_name": first.model_name,
+        "seed": first.info["config"].get("seed"),
+        "classes": list(first.classes),
+        "n_records": len(first.seqs["test"]),
+        "n_params": sum(run.n_params for run in runs),  # every window model and aggregator
+        "member_official_f1": [
+            recording_scores(test_labels, run.probs["test"].argmax(1), first.classes)["official_f1"]
+            for run in runs
+        ],
+        **scores,
+        "threads": cfg.get("threads"),
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "hardware": describe("cpu"),
+    }
+    if outputs.enabled:
+        plot_confusion_matrix(
+            metrics["record_confusion_matrix"], first.classes, outputs.dir / "confusion_matrix_records.png",
+            f"test recordings (ensemble of {len(paths)} aggregator runs)",
+        )  # fmt: skip
+    outputs.json("test_metrics.json", metrics)
+    log.info(
+        "%d aggregator run(s): official F1 %.4f on %d test recordings (members %s)",
+        len(paths), metrics["official_f1"], metrics["n_records"], metrics["member_official_f1"],
+    )  # fmt: skip
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 

@@ -13,6 +13,9 @@ Single model keys change the stored model rather than replace it, e.g.
 
 ``ckpt_path=[a.ckpt,b.ckpt]`` tests an ensemble: each member rebuilt from its own config, their window
 probabilities averaged (:mod:`ecg_lab.classification.ensemble`, which says what members must share).
+``ckpt_path`` may also name the ``aggregator.ckpt`` of ``ecg_lab.aggregate`` runs, one or a list of
+them over window models of one split: their recording probabilities averaged
+(:func:`ecg_lab.aggregate.evaluate_aggregators`).
 """
 
 from __future__ import annotations
@@ -109,13 +112,36 @@ def check_fits_checkpoint(
         warn_if_signals_differ(cfg.data, stored.data)
 
 
-def load_members(cfg: DictConfig, model_keys: DictConfig | None = None) -> list[Member]:
-    """Every checkpoint ``ckpt_path`` names (one, or an ensemble's members), loaded, with ``model_keys``
-    (:func:`pop_model_keys`) set on each one's stored model."""
-    members = [Member(path, *load_checkpoint(path)) for path in checkpoint_paths(cfg.ckpt_path)]
+def load_members(cfg: DictConfig) -> list[Member]:
+    """Every checkpoint ``ckpt_path`` names (one, or an ensemble's members), loaded."""
+    return [Member(path, *load_checkpoint(path)) for path in checkpoint_paths(cfg.ckpt_path)]
+
+
+def with_keys_on_members(members: list[Member], model_keys: DictConfig | None) -> list[Member]:
+    """``members`` with ``model_keys`` (:func:`pop_model_keys`) set on each one's stored model."""
     if model_keys is None:
         return members
     return [Member(m.path, m.ckpt, with_model_keys(m.stored, model_keys, m.path)) for m in members]
+
+
+def aggregator_members(members: list[Member], model_keys: DictConfig | None) -> bool:
+    """Whether ``ckpt_path`` names ``aggregator.ckpt`` files of ``ecg_lab.aggregate`` runs (tested by
+    :func:`ecg_lab.aggregate.evaluate_aggregators`); ConfigError for a list that mixes them with window
+    checkpoints, or for model keys (an aggregator's stored model is its window checkpoint)."""
+    kinds = ["aggregator" in (m.ckpt.get("ecg_lab") or {}) for m in members]
+    if not any(kinds):
+        return False
+    if not all(kinds):
+        raise ConfigError(
+            "ckpt_path mixes aggregator.ckpt files with window checkpoints; list one kind: the windows' "
+            "checkpoints (their probabilities averaged) or the aggregate runs' aggregator.ckpt files"
+        )
+    if model_keys is not None:
+        raise ConfigError(
+            "+model.* keys change a checkpoint's stored model; an aggregator.ckpt stores none (its window "
+            "model is the checkpoint it names): drop them"
+        )
+    return True
 
 
 def pop_model_keys(cfg: DictConfig) -> DictConfig | None:
@@ -194,7 +220,12 @@ def evaluate(cfg: DictConfig, outputs: RunOutputs) -> dict[str, Any]:
         )
     apply_threads(cfg.get("threads"))
     report = report_settings(cfg.get("report"))
-    members = load_members(cfg, model_keys)
+    members = load_members(cfg)
+    if aggregator_members(members, model_keys):
+        from ecg_lab.aggregate import evaluate_aggregators  # not at the top: ecg_lab.aggregate imports this
+
+        return evaluate_aggregators(cfg, outputs, [m.path for m in members])
+    members = with_keys_on_members(members, model_keys)
     first = members[0]
     data_cfg = data_config(cfg, first.stored)
     if len(members) > 1:

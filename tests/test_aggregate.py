@@ -4,6 +4,7 @@ embeddings, tested beside the window model's mean of probabilities on the checkp
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecg_lab.aggregate import aggregate, set_up_data, window_model
+from ecg_lab.aggregate import AggregatorOnTest, aggregate, check_one_split, set_up_data, window_model
 from ecg_lab.app.checks import check_overrides
 from ecg_lab.classification.aggregator import (
     AggregatorEnsemble,
@@ -23,9 +24,10 @@ from ecg_lab.classification.aggregator import (
 )
 from ecg_lab.edge.runtime import sha256_file
 from ecg_lab.errors import ConfigError, MissingFileError
+from ecg_lab.eval import evaluate
 from ecg_lab.train import train
 from tests.conftest import SMALL_SYNTHETIC, compose_config
-from tests.helpers import run_module
+from tests.helpers import REPO, run_module
 
 SHORT = [
     "trainer=cpu",
@@ -232,6 +234,91 @@ def test_a_calibration_scores_the_aggregator_and_the_baseline_alike(
         assert 0.0 <= results[f"{prefix}calibrated_official_f1"] <= 1.0
 
 
+# -- finished aggregators tested by ecg_lab.eval ---------------------------------------------------------
+def evaluated(out: Path, cache_dir: Path, paths: list[Path], *overrides: str) -> dict[str, Any]:
+    """``python -m ecg_lab.eval ckpt_path=[paths] *overrides`` in this process; its ``test_metrics.json``."""
+    listed = f"[{','.join(map(str, paths))}]" if len(paths) > 1 else str(paths[0])
+    evaluate(compose_config("eval", [f"ckpt_path={listed}", "threads=1", *overrides], out, cache_dir))
+    return json.loads((out / "test_metrics.json").read_text())
+
+
+def test_eval_of_an_aggregator_checkpoint_reproduces_its_runs_test_scores(
+    agg_run: Path, window_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    results = evaluated(tmp_path, cache_dir, [agg_run / "aggregator.ckpt"])
+    own = json.loads((agg_run / "test_metrics.json").read_text())
+    for key in ("official_f1", "F1_N", "F1_A", "F1_O", "F1_~", "record_confusion_matrix", "n_records"):
+        assert results[key] == own[key], key
+    assert results["member_official_f1"] == [own["official_f1"]] and results["ensemble_size"] == 1
+    assert (tmp_path / "split.csv").read_text() == (window_run / "split.csv").read_text()
+    window = json.loads((window_run / "test_metrics.json").read_text())
+    assert results["n_params"] == window["n_params"] + own["n_params"]
+    assert results["model_name"] == "cnn_lstm" and results["seed"] == 42
+
+
+def test_eval_of_several_aggregator_checkpoints_averages_their_probabilities(
+    agg_run: Path, window_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    ckpt = best_checkpoint(window_run)
+    second = aggregated(tmp_path / "seed7", cache_dir, f"ckpt_path={ckpt}", "seed=7")
+    paths = [agg_run / "aggregator.ckpt", tmp_path / "seed7" / "aggregator.ckpt"]
+    results = evaluated(tmp_path / "eval", cache_dir, paths)
+    own = json.loads((agg_run / "test_metrics.json").read_text())
+    assert results["member_official_f1"] == [own["official_f1"], second["official_f1"]]
+    assert results["ensemble_size"] == 2 and results["ckpt_paths"] == [str(p.resolve()) for p in paths]
+    cfg = compose_config("aggregate", [f"ckpt_path={ckpt}"], tmp_path / "again", cache_dir)
+    window, ckpt_dict, stored = window_model(cfg)
+    datamodule, _ = set_up_data(cfg, ckpt_dict, stored)
+    test = RecordingSequences.from_windows(window_outputs(window.net, datamodule.datasets["test"], 16))
+    mean = np.mean([load_aggregator(p)[0].probabilities(test, 8) for p in paths], axis=0)
+    cm = np.zeros((4, 4), dtype=int)
+    np.add.at(cm, (test.labels.numpy(), mean.argmax(1)), 1)
+    assert cm.tolist() == results["record_confusion_matrix"]
+
+
+def test_eval_calibrates_aggregators_as_their_run_did(
+    window_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    ckpt = f"ckpt_path={best_checkpoint(window_run)}"
+    own = aggregated(tmp_path / "agg", cache_dir, ckpt, "calibration=prior")
+    results = evaluated(
+        tmp_path / "eval", cache_dir, [tmp_path / "agg" / "aggregator.ckpt"], "calibration=prior"
+    )
+    assert results["calibration"] == own["calibration"]
+    for key in ("official_f1", "F1_O", "record_confusion_matrix"):
+        assert results[key] == own[f"calibrated_{key}"] and results[f"{key}_uncalibrated"] == own[key], key
+
+
+def test_eval_refuses_mixed_lists_changed_window_models_and_other_splits(
+    agg_run: Path, window_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    aggregator, window = agg_run / "aggregator.ckpt", best_checkpoint(window_run)
+    with pytest.raises(ConfigError, match=r"^ckpt_path mixes aggregator\.ckpt files with window checkpoints"):
+        evaluated(tmp_path / "mixed", cache_dir, [aggregator, window])
+    with pytest.raises(ConfigError, match=r"^\+model\.\* keys change a checkpoint's stored model"):
+        evaluated(tmp_path / "keys", cache_dir, [aggregator], "+model.net.dropout=0.5")
+    copy = tmp_path / "window.ckpt"
+    copy.write_bytes(window.read_bytes())
+    aggregated(tmp_path / "agg", cache_dir, f"ckpt_path={copy}")
+    torch.save({**torch.load(copy, weights_only=True), "touched": 1}, copy)  # retrained, say
+    with pytest.raises(
+        ConfigError, match=r"aggregator\.ckpt was trained on the window checkpoint .* has changed"
+    ):
+        evaluated(tmp_path / "changed", cache_dir, [tmp_path / "agg" / "aggregator.ckpt"])
+    with pytest.raises(ConfigError, match=r"^data\.split=all: an aggregator is tested on"):
+        evaluated(tmp_path / "all", cache_dir, [aggregator], "data=synthetic", "data.split=all")
+
+    def run(path: str, records: list[int]) -> AggregatorOnTest:
+        seqs = {"val": RecordingSequences.from_windows(WindowOutputs(
+            np.zeros((len(records), 2), np.float32), np.zeros((len(records), 4), np.float32),
+            np.zeros(len(records), int), np.array(records)))}  # fmt: skip
+        return AggregatorOnTest(path, {}, seqs, ("N", "A", "O", "~"), None, {}, None, 0)
+
+    check_one_split([run("a", [1, 2]), run("b", [1, 2])])
+    with pytest.raises(ConfigError, match=r"^ckpt_path member b scores other recordings or classes than a"):
+        check_one_split([run("a", [1, 2]), run("b", [1, 3])])
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("make", "error", "message"),
@@ -280,3 +367,40 @@ def test_split_all_is_refused_and_bad_settings_name_their_key(
     cfg = compose_config("aggregate", [ckpt, "fit.lr=0"], tmp_path / "c", cache_dir)
     with pytest.raises(ConfigError, match=r"^fit: .*lr=0.*need positive epochs, patience, batch size and lr"):
         aggregate(cfg)
+
+
+def test_make_best_ensemble_runs_three_seeds_of_make_best_then_tests_their_aggregators_as_one(
+    tmp_path: Path,
+) -> None:
+    """``make best-ensemble SEED=45`` (issue 13's ensemble recipe), with a stand-in python that logs what
+    it is asked to run: make best for seeds 45, 46 and 47, then ecg_lab.eval of their aggregator.ckpt."""
+    log = tmp_path / "calls.txt"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" = -c ] && echo W/best-epoch050.ckpt\nexit 0\n')
+    python.chmod(0o755)
+    best = tmp_path / "best"
+    make = [
+        "make",
+        "-s",
+        "-C",
+        str(REPO),
+        "best-ensemble",
+        "STAMP=",
+        f"PY={python}",
+        "SEED=45",
+        f"BEST={best}",
+    ]
+    proc = subprocess.run([*make, "ARGS=threads=1"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calls = [c for c in log.read_text().splitlines() if not c.startswith("-c ")]
+    expected = []
+    for seed in (45, 46, 47):
+        run = f"seed={seed} hydra.run.dir={best}/s{seed}"
+        expected += [
+            f"-m ecg_lab.train experiment=physionet2017_best {run} threads=1",
+            f"-m ecg_lab.aggregate aggregator=bigru members=5 {run}/aggregate threads=1 "
+            "ckpt_path=W/best-epoch050.ckpt",
+        ]
+    members = ",".join(f"{best}/s{seed}/aggregate/aggregator.ckpt" for seed in (45, 46, 47))
+    expected.append(f"-m ecg_lab.eval hydra.run.dir={best}/ensemble_s45 threads=1 ckpt_path=[{members}]")
+    assert calls == expected

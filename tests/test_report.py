@@ -249,6 +249,34 @@ def test_aggregate_runs_are_grouped_by_their_window_model(tmp_path: Path) -> Non
     assert rows["cnn_lstm model.net.conv_bias=true"]["n_runs"] == 1
 
 
+def test_an_eval_of_aggregate_runs_is_named_after_them(tmp_path: Path) -> None:
+    """``ecg_lab.eval`` of aggregator.ckpt files: the row is the first aggregate run's configuration,
+    ``→ ensemble of N`` for several, then the eval's own overrides; a member folder that is gone leaves
+    ``aggregate ?``."""
+    window = make_run(tmp_path / "window", model="cnn_lstm")
+    agg = make_run(window / "aggregate", model="cnn_lstm", overrides=["aggregator=bigru", "members=5"])
+    metrics = json.loads((agg / "test_metrics.json").read_text())
+    metrics |= {"task_name": "aggregate", "ckpt_path": str(window / "checkpoints" / "best-epoch001.ckpt")}
+    (agg / "test_metrics.json").write_text(json.dumps(metrics))
+    members = {"one": [agg], "three": [agg, tmp_path / "b", tmp_path / "c"], "gone": [tmp_path / "x"] * 2}
+    for name, runs in members.items():
+        ev = make_run(tmp_path / "evals" / name, model="cnn_lstm", overrides=["calibration=thresholds"])
+        metrics = json.loads((ev / "test_metrics.json").read_text())
+        metrics |= {
+            "task_name": "eval",
+            "aggregators": True,
+            "ckpt_paths": [str(r / "aggregator.ckpt") for r in runs],
+        }
+        (ev / "test_metrics.json").write_text(json.dumps(metrics))
+    rows = by_name(aggregate(find_runs([tmp_path / "evals"])))
+    aggregate_run = "[cnn_lstm] → aggregate cnn_lstm aggregator=bigru members=5"
+    assert set(rows) == {
+        f"{aggregate_run} calibration=thresholds",
+        f"{aggregate_run} → ensemble of 3 calibration=thresholds",
+        "aggregate ? → ensemble of 2 calibration=thresholds",
+    }
+
+
 def test_an_eval_beside_its_run_is_not_one_more_run(tmp_path: Path) -> None:
     """ecg_lab.eval writes into <run>/eval/<stamp>: re-testing a run must not count it twice."""
     run = make_run(tmp_path / "run", model="gru")

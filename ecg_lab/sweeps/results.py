@@ -165,6 +165,21 @@ def window_configuration(metrics: dict[str, Any], cfg: dict[str, Any], ignore: S
     return f"[{configuration_name(model, overrides, ignore)}]"
 
 
+def aggregators_configuration(
+    metrics: dict[str, Any], overrides: Sequence[str], ignore: Sequence[str]
+) -> str:
+    """For ``ecg_lab.eval`` of ``aggregator.ckpt`` files: the first one's aggregate run's configuration
+    (see :func:`window_configuration`), ``→ ensemble of N`` for several, then this run's own overrides
+    (a calibration); ``aggregate ?`` when that run folder is gone."""
+    paths = metrics.get("ckpt_paths") or []
+    member = Path(str(paths[0])).parent if paths else None
+    name = "aggregate ?"
+    if member is not None and (member / ".hydra" / "config.yaml").is_file():
+        name = load_run(member, ignore).configuration
+    ensemble = f" → ensemble of {len(paths)}" if len(paths) > 1 else ""
+    return " ".join(filter(None, [f"{name}{ensemble}", configuration_name("", overrides, ignore).strip()]))
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     payload = json.loads(path.read_text())
     if not isinstance(payload, dict):
@@ -259,6 +274,8 @@ def load_run(path: Path, ignore: Sequence[str] = IGNORED_KEYS) -> Run:
     configuration = configuration_name(str(model), overrides, ignore)
     if (metrics.get("task_name") or _dig(cfg, "task_name")) == "aggregate":
         configuration = f"{window_configuration(metrics, cfg, ignore)} → aggregate {configuration}".strip()
+    elif metrics.get("aggregators"):
+        configuration = aggregators_configuration(metrics, overrides, ignore)
     return Run(
         path=path,
         configuration=configuration,
