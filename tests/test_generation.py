@@ -220,6 +220,12 @@ def test_eval_under_the_other_sampler(trained: Path, tmp_path: Path, cache_dir: 
     status = json.loads((tmp_path / "g" / "run_status.json").read_text())
     assert any("no fitted latent mixture" in w for w in status.get("warnings", [])), status
     assert json.loads((tmp_path / "g" / "test_metrics.json").read_text())["sampler"] == "gmm, 10 components"
+    # a mixture of another size than the stored one: refitted at test, with the same warning
+    overrides = [f"ckpt_path={ckpt}", "trainer=cpu", "+model.sampler.components=3"]
+    evaluate(compose_config("eval", overrides, tmp_path / "k3", cache_dir))
+    status = json.loads((tmp_path / "k3" / "run_status.json").read_text())
+    assert any("no fitted latent mixture" in w for w in status.get("warnings", [])), status
+    assert json.loads((tmp_path / "k3" / "test_metrics.json").read_text())["sampler"] == "gmm, 3 components"
 
 
 def test_generate_rejects_a_classifier_checkpoint(tmp_path: Path, cache_dir: Path) -> None:

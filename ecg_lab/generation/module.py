@@ -333,14 +333,20 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Weights load across samplers (``+model.sampler.kind=...`` at evaluation): a ``gmm`` checkpoint
-        into a ``prior`` model leaves its mixture out; a ``prior`` one into a ``gmm`` model keeps the
-        mixture unfitted, fitted to the training windows at test (with a warning)."""
+        into a ``prior`` model leaves its mixture out; a ``prior`` one into a ``gmm`` model, or a mixture
+        of another size (``+model.sampler.components=...``), keeps the model's mixture unfitted, fitted
+        to the training windows at test (with a warning)."""
         prefix = "latent_density."
         if self.latent_density is None:
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-        elif not any(k.startswith(prefix) for k in state_dict):
+        else:
             own = {prefix + k: v for k, v in self.latent_density.state_dict().items()}
-            state_dict = {**state_dict, **own}
+            stored = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+            if stored and any(stored[k].shape != v.shape for k, v in own.items() if k in stored):
+                log.info("the checkpoint's latent mixture is of another size than model.sampler's: dropped")
+                stored = {}
+            if not stored:
+                state_dict = {**state_dict, **own}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
