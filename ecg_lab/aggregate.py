@@ -284,7 +284,7 @@ class AggregatorOnTest(NamedTuple):
     seqs: dict[str, RecordingSequences]
     classes: tuple[str, ...]
     datamodule: Any
-    info: dict[str, Any]  # what aggregator.ckpt says about itself
+    seed: int | None  # the aggregate run's
     model_name: str | None  # the window model's
     n_params: int  # the window model's and the aggregator's (all its members')
 
@@ -316,7 +316,8 @@ def aggregator_on_test(cfg: DictConfig, path: str) -> AggregatorOnTest:
     probs = {part: aggregator.probabilities(seqs[part], batch_size) for part in seqs}
     n_params = sum(p.numel() for net in (model, aggregator) for p in net.parameters())
     classes = tuple(info["classes"])
-    return AggregatorOnTest(path, probs, seqs, classes, datamodule, info, stored.get("model_name"), n_params)
+    seed = info["config"].get("seed")
+    return AggregatorOnTest(path, probs, seqs, classes, datamodule, seed, stored.get("model_name"), n_params)
 
 
 def check_one_split(runs: list[AggregatorOnTest]) -> None:
@@ -376,7 +377,7 @@ def evaluate_aggregators(cfg: DictConfig, outputs: RunOutputs, paths: list[str])
         "ensemble_size": len(paths),
         "aggregators": True,  # each member an ecg_lab.aggregate run (ecg_lab.report names the row after it)
         "model_name": first.model_name,
-        "seed": first.info["config"].get("seed"),
+        "seed": first.seed,
         "classes": list(first.classes),
         "n_records": len(first.seqs["test"]),
         "n_params": sum(run.n_params for run in runs),  # every window model and aggregator

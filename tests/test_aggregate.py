@@ -312,7 +312,7 @@ def test_eval_refuses_mixed_lists_changed_window_models_and_other_splits(
         seqs = {"val": RecordingSequences.from_windows(WindowOutputs(
             np.zeros((len(records), 2), np.float32), np.zeros((len(records), 4), np.float32),
             np.zeros(len(records), int), np.array(records)))}  # fmt: skip
-        return AggregatorOnTest(path, {}, seqs, ("N", "A", "O", "~"), None, {}, None, 0)
+        return AggregatorOnTest(path, {}, seqs, ("N", "A", "O", "~"), None, None, None, 0)
 
     check_one_split([run("a", [1, 2]), run("b", [1, 2])])
     with pytest.raises(ConfigError, match=r"^ckpt_path member b scores other recordings or classes than a"):
