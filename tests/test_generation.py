@@ -20,10 +20,12 @@ from ecg_lab.errors import ConfigError, MissingFileError
 from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
 from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
+from ecg_lab.generation.fidelity import median_bandwidth, mmd
 from ecg_lab.train import train
 from tests.conftest import compose_config
 from tests.test_fidelity import KEYS as FIDELITY_KEYS
 from tests.test_waveforms import SMALL_NORMAL
+from tools.latent_mixture_sizes import checkpoint_windows, closest_size, mixture_samples
 
 VAE = ["experiment=lstm_vae", "trainer=cpu", *SMALL_NORMAL, "callbacks.progress.interactive=false"]
 SHORT = [
@@ -226,6 +228,29 @@ def test_eval_under_the_other_sampler(trained: Path, tmp_path: Path, cache_dir: 
     status = json.loads((tmp_path / "k3" / "run_status.json").read_text())
     assert any("no fitted latent mixture" in w for w in status.get("warnings", [])), status
     assert json.loads((tmp_path / "k3" / "test_metrics.json").read_text())["sampler"] == "gmm, 3 components"
+
+
+def test_mixture_sizes_draw_from_the_mixture_evaluation_refits(
+    trained: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """``tools/latent_mixture_sizes.py``: a size's samples come from the very mixture ``ecg_lab.eval``
+    refits for ``+model.sampler.components=K`` (drawn with the test's seed: the same test MMD); the
+    checkpoint's own mixture is put back; the size closest to the real rhythm is chosen."""
+    ckpt = next((trained / "checkpoints").glob("best-*.ckpt"))
+    model, windows = checkpoint_windows(str(ckpt))
+    assert model.latent_density is not None
+    own = model.latent_density.means.clone()
+    samples = mixture_samples(model, windows["train"], [3, 4], n=8, seed=0)
+    assert set(samples) == {0, 3, 4} and all(x.shape == (8, 1000) for x in samples.values())
+    assert not np.allclose(samples[3], samples[4])
+    assert torch.equal(model.latent_density.means, own) and model.latent_density.components == 10
+    overrides = [f"ckpt_path={ckpt}", "trainer=cpu", "+model.sampler.components=3"]
+    tested = evaluate(compose_config("eval", overrides, tmp_path / "k3", cache_dir))
+    test_x = windows["test"].astype(np.float64)
+    assert tested["mmd"] == pytest.approx(mmd(test_x, samples[3], median_bandwidth(test_x)), rel=1e-5)
+    assert tested["mmd"] != pytest.approx(mmd(test_x, samples[4], median_bandwidth(test_x)), rel=1e-5)
+    assert closest_size({0: 0.9, 3: 0.5, 5: 0.8, 8: 0.95}, real=0.88) == 8  # N(0, I) never chosen
+    assert closest_size({3: 0.5, 5: 1.0}, real=0.75) == 3  # a tie: the smaller
 
 
 def test_generate_rejects_a_classifier_checkpoint(tmp_path: Path, cache_dir: Path) -> None:

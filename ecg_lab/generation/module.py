@@ -73,6 +73,15 @@ class FidelitySettings:
         return {"hr_range": (self.hr_min, self.hr_max), "max_rr_cv": self.max_rr_cv}
 
 
+def mixture_windows(windows: np.ndarray, sampler: SamplerSettings) -> np.ndarray:
+    """The training windows a gmm sampler's mixture is fitted to: all, or ``sampler.max_windows`` of them
+    drawn with ``sampler.seed`` (a fixed choice, in dataset order)."""
+    cap = sampler.max_windows
+    if len(windows) <= cap:
+        return windows
+    return windows[np.sort(np.random.default_rng(sampler.seed).choice(len(windows), cap, replace=False))]
+
+
 class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
     """Trains a VAE ``net`` (``encode``/``decode``/``sample``) with ``loss``; logs reconstruction
     error, KL, β every step, and the fidelity of reconstructions and generated samples."""
@@ -250,10 +259,7 @@ class ECGGenerator(CarriesRun, ConfiguredOptimizers, pl.LightningModule):
         if train is None or not len(train):
             return None
         if self._train_subset is None or self._train_subset[0] != id(train):
-            x, cap = train.windows.x, self.sampler.max_windows
-            if len(x) > cap:
-                x = x[np.sort(np.random.default_rng(self.sampler.seed).choice(len(x), cap, replace=False))]
-            self._train_subset = (id(train), x)
+            self._train_subset = (id(train), mixture_windows(train.windows.x, self.sampler))
         return self._train_subset[1]
 
     def _fidelity(self, stage: str) -> dict[str, float]:
