@@ -21,6 +21,7 @@ from ecg_lab.eval import evaluate
 from ecg_lab.generate import generate
 from ecg_lab.generation.analysis import bin_medians, rpeak_histogram
 from ecg_lab.generation.fidelity import median_bandwidth, mmd
+from ecg_lab.generation.module import FidelitySettings
 from ecg_lab.train import train
 from tests.conftest import compose_config
 from tests.test_fidelity import KEYS as FIDELITY_KEYS
@@ -191,6 +192,10 @@ def test_eval_sets_single_model_keys_on_the_stored_model(
     assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
     tested = json.loads((tmp_path / "n5" / "test_metrics.json").read_text())
     assert (trained_results["n_generated"], tested["n_generated"]) == (8, 5)
+    # a count for the test alone (validation keeps n_generated)
+    cfg = compose_config("eval", [*base, "+model.fidelity.test_n_generated=6"], tmp_path / "t6", cache_dir)
+    evaluate(cfg)
+    assert json.loads((tmp_path / "t6" / "test_metrics.json").read_text())["n_generated"] == 6
     assert tested["sampler"] == trained_results["sampler"] == "gmm, 10 components"
     feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
     cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
@@ -228,6 +233,12 @@ def test_eval_under_the_other_sampler(trained: Path, tmp_path: Path, cache_dir: 
     status = json.loads((tmp_path / "k3" / "run_status.json").read_text())
     assert any("no fitted latent mixture" in w for w in status.get("warnings", [])), status
     assert json.loads((tmp_path / "k3" / "test_metrics.json").read_text())["sampler"] == "gmm, 3 components"
+
+
+def test_test_n_generated_applies_to_the_test_alone() -> None:
+    assert FidelitySettings(n_generated=8).generated("test") == 8
+    settings = FidelitySettings(n_generated=8, test_n_generated=32)
+    assert (settings.generated("val"), settings.generated("test")) == (8, 32)
 
 
 def test_mixture_sizes_draw_from_the_mixture_evaluation_refits(
