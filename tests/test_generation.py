@@ -192,11 +192,11 @@ def test_eval_sets_single_model_keys_on_the_stored_model(
     assert results["mse"] == pytest.approx(trained_results["mse"], rel=1e-4)
     tested = json.loads((tmp_path / "n5" / "test_metrics.json").read_text())
     assert (trained_results["n_generated"], tested["n_generated"]) == (8, 5)
+    assert tested["sampler"] == trained_results["sampler"] == "gmm, 10 components"
     # a count for the test alone (validation keeps n_generated)
     cfg = compose_config("eval", [*base, "+model.fidelity.test_n_generated=6"], tmp_path / "t6", cache_dir)
     evaluate(cfg)
     assert json.loads((tmp_path / "t6" / "test_metrics.json").read_text())["n_generated"] == 6
-    assert tested["sampler"] == trained_results["sampler"] == "gmm, 10 components"
     feature = f"+model.fidelity.feature_ckpt={tmp_path / 'clf.ckpt'}"  # reaches the model: it is read
     cfg = compose_config("eval", [*base, feature], tmp_path / "f", cache_dir)
     with pytest.raises(MissingFileError, match=r"^model\.fidelity\.feature_ckpt=.*no such checkpoint"):

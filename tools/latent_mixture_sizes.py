@@ -82,9 +82,9 @@ def main() -> None:
     print(f"validation windows ({len(val)}): real rhythm_plausible {real:.3f}")
     samples = mixture_samples(model, windows["train"], args.components, args.n, args.seed)
     rhythms = {k: plausible_rhythm_share(x, model.fs, **rhythm) for k, x in samples.items()}
-    for k, rhythm in rhythms.items():
+    for k, share in rhythms.items():
         name = "N(0, I)" if k == 0 else f"mixture of {k}"
-        print(f"{name}: {rhythm:.3f} ({rhythm - real:+.3f})")
+        print(f"{name}: {share:.3f} ({share - real:+.3f})")
     k = closest_size(rhythms, real)
     print(f"closest to the validation windows: mixture of {k} (evaluate with +model.sampler.components={k})")
 
