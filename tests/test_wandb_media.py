@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,22 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def offline_run(folder: Path) -> tuple[list[Any], Path]:
-    """The records of the one offline run under ``folder/wandb`` and its ``files`` folder."""
+def offline_run(folder: Path, wait_s: float = 60.0) -> tuple[list[Any], Path]:
+    """The records of the one offline run under ``folder/wandb`` and its ``files`` folder. wandb's
+    service process writes the transaction log on its own, and on busy cores it can still be writing
+    after ``finish()`` returns: wait (at most ``wait_s``) for the run record every log holds."""
     (run_dir,) = (folder / "wandb").glob("offline-run-*")
     (log,) = run_dir.glob("run-*.wandb")
-    return wandb_records(log), run_dir / "files"
+    deadline = time.monotonic() + wait_s
+
+    def read() -> list[Any]:
+        return wandb_records(log) if log.stat().st_size >= 7 else []  # 7: the header
+
+    records = read()
+    while not of_kind(records, "run") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = read()
+    return records, run_dir / "files"
 
 
 def values(records: list[Any], kind: str) -> dict[str, Any]:
