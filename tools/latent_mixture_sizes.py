@@ -35,12 +35,12 @@ def mixture_samples(
     to ``train`` as :class:`ECGGenerator` fits it at evaluation; key 0 holds N(0, I)'s. The model's own
     mixture is put back afterwards."""
     own = model.latent_density
-    windows = mixture_windows(train, model.sampler)
+    codes = model.encode_means(mixture_windows(train, model.sampler))  # once: the same for every size
     samples = {0: model.generate(n, seed=seed, sampler="prior")}
     try:
         for k in components:
             model.latent_density = LatentDensity(model.net.latent_dim, k)
-            model.fit_latent_density(windows)
+            model.latent_density.fit(codes, seed=model.sampler.seed)  # as fit_latent_density fits it
             samples[k] = model.generate(n, seed=seed)
     finally:
         model.latent_density = own
